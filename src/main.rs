@@ -1,1 +1,96 @@
-fn main() {}
+//! The `butler-edge` command: run the service, or check a config file.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use butler_edge::config::Config;
+use butler_edge::{logging, service};
+
+/// Exit status for an unusable configuration (as `check-config` promises).
+const EXIT_CONFIG: u8 = 2;
+/// Exit status for a failure to start or run.
+const EXIT_FAILURE: u8 = 1;
+
+#[derive(Parser)]
+#[command(
+    name = "butler-edge",
+    version,
+    about = "Butler-compatible REST appliance for Qlik Sense"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    /// Butler YAML config file; without it the embedded default config is used.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where the key-value database lives (overrides ButlerEdge.dataDir).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a config file and print what would run; exit 0 if valid, 2 if not.
+    CheckConfig {
+        /// The Butler YAML config file to check.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::CheckConfig { file }) => check_config(&file),
+        None => serve(cli.config, cli.data_dir),
+    }
+}
+
+fn load(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
+    let loaded = match path {
+        Some(path) => Config::load(path),
+        None => Config::embedded(),
+    };
+    loaded.map_err(|e| {
+        eprintln!("butler-edge: config error: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn serve(config_path: Option<PathBuf>, data_dir: Option<PathBuf>) -> ExitCode {
+    let config = match load(config_path.as_ref()) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    logging::init(config.log_level);
+    let data_dir = config.data_dir(data_dir.as_deref());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("butler-edge: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match runtime.block_on(service::run(config, data_dir)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("butler-edge: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn check_config(file: &PathBuf) -> ExitCode {
+    let config = match load(Some(file)) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    print!("{}", butler_edge::check::report(&config));
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,5 @@
+//! Endpoint handlers, one module per endpoint group. They validate input, call
+//! the layer below (`kv`, later `tasks`) and render Butler's response shapes.
+
+pub mod kv;
+pub mod ping;

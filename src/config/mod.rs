@@ -1,0 +1,290 @@
+//! Butler's YAML configuration, parsed once into typed structs.
+//!
+//! A Butler user's existing config file must load unchanged: we read the `Butler.*`
+//! keys we honour, ignore the rest (listed at debug level), and take our own
+//! settings from a separate top-level `ButlerEdge:` section. Nothing re-reads YAML
+//! keys by string after start-up.
+
+mod reader;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use reader::{ConfigError, Reader, describe};
+
+/// The configuration used when `--config` is not given.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../default-config.yaml");
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the config came from, for log lines and `check-config`.
+    pub origin: String,
+    pub log_level: LogLevel,
+    pub rest: RestServerConfig,
+    pub endpoints: EndpointsEnabled,
+    pub kv: KvConfig,
+    pub edge: EdgeConfig,
+    /// Keys present in the file that butler-edge does not use.
+    pub ignored_keys: Vec<String>,
+}
+
+/// Butler's winston levels, mapped onto tracing's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Verbose,
+    Debug,
+    Silly,
+}
+
+impl LogLevel {
+    fn parse(text: &str) -> Option<LogLevel> {
+        Some(match text {
+            "error" => LogLevel::Error,
+            "warn" => LogLevel::Warn,
+            "info" => LogLevel::Info,
+            "verbose" => LogLevel::Verbose,
+            "debug" => LogLevel::Debug,
+            "silly" => LogLevel::Silly,
+            _ => return None,
+        })
+    }
+
+    pub fn as_tracing(self) -> tracing::Level {
+        match self {
+            LogLevel::Error => tracing::Level::ERROR,
+            LogLevel::Warn => tracing::Level::WARN,
+            LogLevel::Info => tracing::Level::INFO,
+            LogLevel::Verbose | LogLevel::Debug => tracing::Level::DEBUG,
+            LogLevel::Silly => tracing::Level::TRACE,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RestServerConfig {
+    pub enable: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+/// `Butler.restServerEndpointsEnable.*` for the endpoints butler-edge serves.
+#[derive(Debug, Clone)]
+pub struct EndpointsEnabled {
+    pub api_list_enabled_endpoints: bool,
+    pub butlerping: bool,
+    pub key_value_store: bool,
+}
+
+impl EndpointsEnabled {
+    /// Enabled endpoint key names, as Butler's `/v4/configfile/endpointsenabled`
+    /// reports them. Only endpoints butler-edge really serves are listed.
+    pub fn names(&self, kv: &KvConfig) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.api_list_enabled_endpoints {
+            names.push("apiListEnabledEndpoints");
+        }
+        if self.butlerping {
+            names.push("butlerping");
+        }
+        if self.key_value_store && kv.enable {
+            names.push("keyValueStore");
+        }
+        names
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct KvConfig {
+    pub enable: bool,
+    pub max_keys_per_namespace: u64,
+}
+
+/// Our own settings, from the `ButlerEdge:` section.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    pub data_dir: Option<PathBuf>,
+    pub limits: Limits,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub max_connections: usize,
+    pub max_namespace_bytes: usize,
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+}
+
+impl Config {
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    pub fn embedded() -> Result<Config, ConfigError> {
+        Config::parse(EMBEDDED_DEFAULT, "embedded default config")
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let doc: serde_json::Value =
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::Syntax {
+                path: origin.to_string(),
+                message: e.to_string(),
+            })?;
+        if !doc.is_object() {
+            return Err(ConfigError::invalid(
+                "(top level)",
+                "a mapping with a `Butler:` section",
+                &doc,
+            ));
+        }
+        if doc.get("Butler").is_none_or(|b| !b.is_object()) {
+            return Err(ConfigError::Other(format!(
+                "{origin}: no `Butler:` section found; a Butler config file starts with `Butler:`"
+            )));
+        }
+        let r = Reader::new(&doc);
+        let level_text = r.string_or("Butler.logLevel", "info")?;
+        let log_level = LogLevel::parse(&level_text).ok_or_else(|| {
+            ConfigError::invalid(
+                "Butler.logLevel",
+                "one of silly, debug, verbose, info, warn, error",
+                &serde_json::Value::String(level_text.clone()),
+            )
+        })?;
+        let rest = RestServerConfig {
+            enable: r.bool("Butler.restServerConfig.enable", false)?,
+            host: r.string_or("Butler.restServerConfig.serverHost", "127.0.0.1")?,
+            port: r.port("Butler.restServerConfig.serverPort", 8080)?,
+        };
+        // Butler proxies its REST API through an internal port; we need no proxy.
+        r.get("Butler.restServerConfig.backgroundServerPort");
+        let endpoints = EndpointsEnabled {
+            api_list_enabled_endpoints: r.bool(
+                "Butler.restServerEndpointsEnable.apiListEnabledEndpoints",
+                false,
+            )?,
+            butlerping: r.bool("Butler.restServerEndpointsEnable.butlerping", false)?,
+            key_value_store: r.bool("Butler.restServerEndpointsEnable.keyValueStore", false)?,
+        };
+        let kv = KvConfig {
+            enable: r.bool("Butler.keyValueStore.enable", false)?,
+            max_keys_per_namespace: r.integer_or(
+                "Butler.keyValueStore.maxKeysPerNamespace",
+                1,
+                u64::from(u32::MAX),
+                1000,
+            )?,
+        };
+        let edge = parse_edge(&r)?;
+        let ignored_keys = r.unread_paths();
+        Ok(Config {
+            origin: origin.to_string(),
+            log_level,
+            rest,
+            endpoints,
+            kv,
+            edge,
+            ignored_keys,
+        })
+    }
+
+    /// The data directory: `--data-dir`, else `ButlerEdge.dataDir`, else systemd's
+    /// `$STATE_DIRECTORY`, else `./butler-edge-data`.
+    pub fn data_dir(&self, cli_override: Option<&Path>) -> PathBuf {
+        if let Some(dir) = cli_override {
+            return dir.to_path_buf();
+        }
+        if let Some(dir) = &self.edge.data_dir {
+            return dir.clone();
+        }
+        if let Some(dir) = std::env::var_os("STATE_DIRECTORY") {
+            // systemd may pass several colon-separated directories; the first is ours.
+            let first = dir
+                .to_string_lossy()
+                .split(':')
+                .next()
+                .unwrap_or("")
+                .to_string();
+            if !first.is_empty() {
+                return PathBuf::from(first);
+            }
+        }
+        PathBuf::from("butler-edge-data")
+    }
+}
+
+fn millis(r: &Reader, path: &str, default_ms: u64) -> Result<Duration, ConfigError> {
+    Ok(Duration::from_millis(
+        r.integer_or(path, 1, 86_400_000, default_ms)?,
+    ))
+}
+
+fn bytes(r: &Reader, path: &str, default: u64) -> Result<usize, ConfigError> {
+    Ok(r.integer_or(path, 1, 1 << 30, default)? as usize)
+}
+
+fn parse_edge(r: &Reader) -> Result<EdgeConfig, ConfigError> {
+    let limits = Limits {
+        max_body_bytes: bytes(r, "ButlerEdge.limits.maxBodyBytes", 1 << 20)?,
+        header_read_timeout: millis(r, "ButlerEdge.limits.headerReadTimeoutMs", 10_000)?,
+        body_read_timeout: millis(r, "ButlerEdge.limits.bodyReadTimeoutMs", 30_000)?,
+        max_connections: r.integer_or("ButlerEdge.limits.maxConnections", 1, 1_000_000, 10_000)?
+            as usize,
+        max_namespace_bytes: bytes(r, "ButlerEdge.limits.maxNamespaceBytes", 1024)?,
+        max_key_bytes: bytes(r, "ButlerEdge.limits.maxKeyBytes", 1024)?,
+        max_value_bytes: bytes(r, "ButlerEdge.limits.maxValueBytes", 512 * 1024)?,
+    };
+    Ok(EdgeConfig {
+        data_dir: r.path("ButlerEdge.dataDir")?,
+        limits,
+        shutdown_timeout: millis(r, "ButlerEdge.shutdownTimeoutMs", 10_000)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_parses() {
+        let c = Config::embedded().unwrap();
+        assert!(c.rest.enable);
+        assert_eq!(c.rest.port, 8080);
+        assert!(c.kv.enable);
+        assert_eq!(c.kv.max_keys_per_namespace, 1000);
+        assert!(c.ignored_keys.is_empty(), "{:?}", c.ignored_keys);
+    }
+
+    #[test]
+    fn bad_port_names_path_value_and_expectation() {
+        let e = Config::parse("Butler:\n  restServerConfig:\n    serverPort: 80800\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "Butler.restServerConfig.serverPort: expected a port 1-65535, found \"80800\""
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_listed_not_rejected() {
+        let c = Config::parse(
+            "Butler:\n  logLevel: warn\n  mqttConfig:\n    enable: false\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.log_level, LogLevel::Warn);
+        assert_eq!(c.ignored_keys, vec!["Butler.mqttConfig.enable".to_string()]);
+    }
+}

@@ -1,0 +1,9 @@
+//! The HTTP layer: listeners and connection limits (`server`), request routing
+//! and method override (`router`), decoding (`decode`), bodies within limits
+//! (`body`) and Butler-style errors (`error`). Knows nothing of redb or QRS.
+
+pub mod body;
+pub mod decode;
+pub mod error;
+pub mod router;
+pub mod server;

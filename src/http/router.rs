@@ -1,0 +1,211 @@
+//! Request routing: method override, path → [`Route`], enablement, dispatch.
+//!
+//! A route is recognised from the method and the decoded path segments first;
+//! then its endpoint group is checked against the config (a disabled endpoint is
+//! a 404, as in Butler, where it is never registered); only then is a body read
+//! and the handler in `api` called. To add an endpoint: a `Route` variant, its
+//! line in `Route::recognise`, its group, and its arm in `dispatch`.
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+use super::body::read_to_bytes;
+use super::decode;
+use super::error::ApiError;
+use crate::api;
+use crate::state::AppState;
+
+pub type ResponseBody = Full<Bytes>;
+
+/// Endpoint groups: the unit in which endpoints are enabled (and, with client
+/// certificates, permitted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointGroup {
+    Ping,
+    EndpointsEnabled,
+    KvRead,
+    KvWrite,
+}
+
+impl EndpointGroup {
+    pub fn name(self) -> &'static str {
+        match self {
+            EndpointGroup::Ping => "ping",
+            EndpointGroup::EndpointsEnabled => "endpointsEnabled",
+            EndpointGroup::KvRead => "kvRead",
+            EndpointGroup::KvWrite => "kvWrite",
+        }
+    }
+}
+
+/// A recognised request, with its decoded path parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route<'a> {
+    ButlerPing,
+    EndpointsEnabled,
+    KvNamespaces,
+    KvGet { namespace: &'a str },
+    KvExists { namespace: &'a str },
+    KvPost { namespace: &'a str },
+    KvDeleteNamespace { namespace: &'a str },
+    KvDeleteKey { namespace: &'a str, key: &'a str },
+    KvKeyList { namespace: &'a str },
+}
+
+impl<'a> Route<'a> {
+    pub fn recognise(method: &Method, segments: &'a [String]) -> Option<Route<'a>> {
+        let segs: Vec<&'a str> = segments.iter().map(String::as_str).collect();
+        let route = match (method, segs.as_slice()) {
+            (&Method::GET, ["v4", "butlerping"]) => Route::ButlerPing,
+            (&Method::GET, ["v4", "configfile", "endpointsenabled"]) => Route::EndpointsEnabled,
+            (&Method::GET, ["v4", "keyvaluesnamespaces"]) => Route::KvNamespaces,
+            (&Method::GET, ["v4", "keyvalues", namespace]) => Route::KvGet { namespace },
+            (&Method::POST, ["v4", "keyvalues", namespace]) => Route::KvPost { namespace },
+            (&Method::DELETE, ["v4", "keyvalues", namespace]) => {
+                Route::KvDeleteNamespace { namespace }
+            }
+            (&Method::GET, ["v4", "keyvalues", namespace, "keyexists"]) => {
+                Route::KvExists { namespace }
+            }
+            (&Method::DELETE, ["v4", "keyvalues", namespace, key]) => {
+                Route::KvDeleteKey { namespace, key }
+            }
+            (&Method::GET, ["v4", "keylist", namespace]) => Route::KvKeyList { namespace },
+            _ => return None,
+        };
+        Some(route)
+    }
+
+    pub fn group(&self) -> EndpointGroup {
+        match self {
+            Route::ButlerPing => EndpointGroup::Ping,
+            Route::EndpointsEnabled => EndpointGroup::EndpointsEnabled,
+            Route::KvNamespaces
+            | Route::KvGet { .. }
+            | Route::KvExists { .. }
+            | Route::KvKeyList { .. } => EndpointGroup::KvRead,
+            Route::KvPost { .. } | Route::KvDeleteNamespace { .. } | Route::KvDeleteKey { .. } => {
+                EndpointGroup::KvWrite
+            }
+        }
+    }
+}
+
+/// Whether the config enables an endpoint group.
+fn enabled(state: &AppState, group: EndpointGroup) -> bool {
+    let endpoints = &state.config.endpoints;
+    match group {
+        EndpointGroup::Ping => endpoints.butlerping,
+        EndpointGroup::EndpointsEnabled => endpoints.api_list_enabled_endpoints,
+        EndpointGroup::KvRead | EndpointGroup::KvWrite => {
+            endpoints.key_value_store && state.store.is_some()
+        }
+    }
+}
+
+/// The method a request is handled as. Sense's REST connector can only send GET
+/// and POST, so butler_subs.qvs sends POST with `X-HTTP-Method-Override: PUT` or
+/// `DELETE`; the override is honoured on POST only.
+pub fn effective_method(method: &Method, headers: &HeaderMap) -> Result<Method, ApiError> {
+    if method != Method::POST {
+        return Ok(method.clone());
+    }
+    let Some(value) = headers.get("x-http-method-override") else {
+        return Ok(Method::POST);
+    };
+    let text = value.to_str().unwrap_or("").trim();
+    match text.to_ascii_uppercase().as_str() {
+        "PUT" => Ok(Method::PUT),
+        "DELETE" => Ok(Method::DELETE),
+        "POST" => Ok(Method::POST),
+        _ => Err(ApiError::bad_request(format!(
+            "X-HTTP-Method-Override: expected PUT or DELETE, found {text:?}"
+        ))),
+    }
+}
+
+/// The route and outcome of one request, for the access log.
+pub struct Handled {
+    pub response: Response<ResponseBody>,
+    pub method: Method,
+}
+
+pub async fn handle(req: http::Request<Incoming>, state: &AppState) -> Handled {
+    let method = req.method().clone();
+    match dispatch(req, state).await {
+        Ok((method, response)) => Handled { response, method },
+        Err(e) => Handled {
+            response: e.into_response(),
+            method,
+        },
+    }
+}
+
+async fn dispatch(
+    req: http::Request<Incoming>,
+    state: &AppState,
+) -> Result<(Method, Response<ResponseBody>), ApiError> {
+    let (parts, body) = req.into_parts();
+    let method = effective_method(&parts.method, &parts.headers)?;
+    let path = parts.uri.path();
+    let segments = decode::path_segments(path).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let query = decode::query_pairs(parts.uri.query().unwrap_or(""))
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let not_found = || ApiError::not_found(format!("Route {method}:{path} not found"));
+    let route = Route::recognise(&method, &segments).ok_or_else(not_found)?;
+    if !enabled(state, route.group()) {
+        return Err(not_found());
+    }
+    let limits = &state.config.edge.limits;
+    // Routes reaching the store exist only when it is enabled (checked above).
+    let store = || {
+        state
+            .store
+            .as_ref()
+            .ok_or_else(|| ApiError::internal("the key-value store is not open"))
+    };
+    let response = match route {
+        Route::ButlerPing => api::ping::butlerping(),
+        Route::EndpointsEnabled => api::ping::endpoints_enabled(&state.config),
+        Route::KvNamespaces => api::kv::namespaces(store()?)?,
+        Route::KvGet { namespace } => api::kv::get(store()?, namespace, &query)?,
+        Route::KvExists { namespace } => api::kv::exists(store()?, namespace, &query)?,
+        Route::KvKeyList { namespace } => api::kv::key_list(store()?, namespace)?,
+        Route::KvPost { namespace } => {
+            let body = read_to_bytes(body, limits).await?;
+            api::kv::post(store()?, limits, namespace, &body).await?
+        }
+        Route::KvDeleteNamespace { namespace } => {
+            api::kv::delete_namespace(store()?, namespace).await?
+        }
+        Route::KvDeleteKey { namespace, key } => {
+            api::kv::delete_key(store()?, namespace, key).await?
+        }
+    };
+    Ok((method, response))
+}
+
+/// A JSON response with Fastify's content type.
+pub fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response<ResponseBody> {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => {
+            let mut response = Response::new(Full::new(Bytes::from(bytes)));
+            *response.status_mut() = status;
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json; charset=utf-8"),
+            );
+            response
+        }
+        Err(e) => ApiError::internal(format!("cannot encode the response: {e}")).into_response(),
+    }
+}
+
+/// An empty response (204).
+pub fn empty(status: StatusCode) -> Response<ResponseBody> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = status;
+    response
+}

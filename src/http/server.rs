@@ -1,0 +1,122 @@
+//! The accept loop: connections, limits, timeouts, graceful shutdown.
+//!
+//! Shaped like mini-redis's `server.rs`: a semaphore bounds open connections
+//! (beyond the limit, new ones wait in the kernel's backlog instead of exhausting
+//! memory or file descriptors), each connection runs in its own task, and on
+//! shutdown the loop stops accepting, asks every connection to finish its
+//! in-flight request, and waits for them within a bound.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use super::router;
+use crate::state::AppState;
+
+/// Resolves when shutdown has been requested.
+pub type ShutdownSignal = watch::Receiver<bool>;
+
+/// Serves `listener` until `shutdown` turns true, then drains connections for at
+/// most `ButlerEdge.shutdownTimeoutMs`.
+pub async fn serve(listener: TcpListener, state: Arc<AppState>, mut shutdown: ShutdownSignal) {
+    let limits = state.config.edge.limits.clone();
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            _ = shutdown.changed() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let watcher = graceful.watcher();
+        let state = state.clone();
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            serve_connection(TokioIo::new(stream), peer, state, &builder, watcher).await;
+            drop(permit);
+        });
+    }
+
+    drop(listener);
+    let timeout = state.config.edge.shutdown_timeout;
+    tracing::info!(
+        connections = graceful.count(),
+        "no longer accepting connections; finishing in-flight requests"
+    );
+    if tokio::time::timeout(timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            timeout_ms = timeout.as_millis() as u64,
+            "connections still open after the shutdown timeout; closing them"
+        );
+    }
+}
+
+/// Serves HTTP/1.1 or HTTP/2 on one established (possibly TLS) connection.
+pub async fn serve_connection<I>(
+    io: TokioIo<I>,
+    peer: SocketAddr,
+    state: Arc<AppState>,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req: http::Request<Incoming>| {
+        let state = state.clone();
+        async move {
+            let started = Instant::now();
+            let path = req.uri().path().to_string();
+            let handled = router::handle(req, &state).await;
+            let status = handled.response.status().as_u16();
+            tracing::debug!(
+                peer = %peer,
+                method = %handled.method,
+                path = %path,
+                status,
+                elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "request"
+            );
+            Ok::<_, std::convert::Infallible>(handled.response)
+        }
+    });
+    let connection = builder.serve_connection(io, service);
+    if let Err(e) = watcher.watch(connection.into_owned()).await {
+        tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+    }
+}

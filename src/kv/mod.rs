@@ -1,0 +1,231 @@
+//! Butler's key-value store, made durable with redb.
+//!
+//! Sense load scripts pass parameters between apps through this store, so a value
+//! that was acknowledged must survive restarts, crashes and power cuts. Every write
+//! goes through one writer thread ([`writer`]) that commits batches of concurrent
+//! requests in one fsynced transaction (group commit), and replies only after the
+//! commit returned. Reads use redb's MVCC read transactions and never wait for the
+//! writer.
+//!
+//! Expiry is an absolute wall-clock deadline (ms since the Unix epoch) stored with
+//! the value, so TTLs keep counting across restarts; a read never returns an
+//! expired value, whether or not the sweeper ([`expiry`]) has removed it yet.
+//!
+//! This module knows nothing of HTTP.
+
+mod expiry;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use redb::{Database, ReadableDatabase, ReadableTable};
+
+use schema::{EXPIRY, KV, NAMESPACES};
+pub use writer::{Rejected, WriteOp, WriteOutcome, WriterStats};
+
+/// The database file's name inside the data directory.
+pub const DB_FILE: &str = "butler-edge.redb";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "cannot open the key-value database {path}: {source}. The file is kept as it is; \
+         move it aside to start with an empty store, or restore it from a backup"
+    )]
+    Open {
+        path: PathBuf,
+        source: redb::DatabaseError,
+    },
+    #[error("cannot prepare the tables in the key-value database {path}: {message}")]
+    Schema { path: PathBuf, message: String },
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("key-value database error: {0}")]
+    Db(String),
+    #[error("the key-value store is shutting down")]
+    Closed,
+}
+
+fn db_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Db(e.to_string())
+}
+
+/// Milliseconds since the Unix epoch, the unit of stored deadlines.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The absolute deadline for a TTL in milliseconds counted from `now`: `0` (no
+/// expiry) for a TTL of zero or less, as Butler treats them.
+pub fn deadline_for(ttl_ms: i64, now: u64) -> u64 {
+    if ttl_ms <= 0 {
+        0
+    } else {
+        now.saturating_add(ttl_ms as u64)
+    }
+}
+
+fn is_live(expires_at: u64, now: u64) -> bool {
+    expires_at == 0 || expires_at > now
+}
+
+/// A handle on the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Arc<Database>,
+    path: PathBuf,
+    writer: writer::Handle,
+    sweeper: expiry::Sweeper,
+}
+
+impl Store {
+    /// Opens (or creates) the database in `data_dir`. Must be called inside a tokio
+    /// runtime: it starts the expiry sweeper task.
+    pub fn open(data_dir: &Path, max_keys_per_namespace: u64) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+        let path = data_dir.join(DB_FILE);
+        let db = Database::builder()
+            .create(&path)
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        schema::create_tables(&db).map_err(|e| StoreError::Schema {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let db = Arc::new(db);
+        let sweeper = expiry::Sweeper::new();
+        let writer = writer::spawn(db.clone(), max_keys_per_namespace, sweeper.clone())?;
+        let store = Store {
+            inner: Arc::new(Inner {
+                db,
+                path,
+                writer,
+                sweeper,
+            }),
+        };
+        store.inner.sweeper.start(store.clone());
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Applies write operations in one durable transaction (possibly shared with
+    /// other callers' operations) and returns one outcome per operation, in order.
+    /// `Ok` means the transaction was committed and fsynced.
+    pub async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>, StoreError> {
+        self.inner.writer.submit(ops).await
+    }
+
+    /// One write operation; see [`Store::write`].
+    pub async fn write_one(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+        let mut outcomes = self.write(vec![op]).await?;
+        outcomes.pop().ok_or(StoreError::Closed)
+    }
+
+    /// All namespaces, in name order. A namespace exists from its first key until
+    /// it is deleted, even when all its keys have expired or were deleted.
+    ///
+    /// Reads run on the calling (reactor) thread on purpose: a redb read
+    /// transaction over cached pages takes microseconds, less than the hand-off to
+    /// a blocking thread would cost.
+    pub fn namespaces(&self) -> Result<Vec<String>, StoreError> {
+        let txn = self.inner.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(NAMESPACES).map_err(db_err)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(db_err)? {
+            let (name, _) = entry.map_err(db_err)?;
+            out.push(name.value().to_string());
+        }
+        Ok(out)
+    }
+
+    pub fn namespace_exists(&self, namespace: &str) -> Result<bool, StoreError> {
+        let txn = self.inner.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(NAMESPACES).map_err(db_err)?;
+        Ok(table.get(namespace).map_err(db_err)?.is_some())
+    }
+
+    /// The live value of a key, or `None` if absent or expired.
+    pub fn get(&self, namespace: &str, key: &str) -> Result<Option<String>, StoreError> {
+        let txn = self.inner.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(KV).map_err(db_err)?;
+        let Some(guard) = table.get((namespace, key)).map_err(db_err)? else {
+            return Ok(None);
+        };
+        let (expires_at, value) = guard.value();
+        Ok(is_live(expires_at, now_ms()).then(|| value.to_string()))
+    }
+
+    /// The live keys of a namespace in key order, or `None` if the namespace does
+    /// not exist.
+    pub fn keys(&self, namespace: &str) -> Result<Option<Vec<String>>, StoreError> {
+        let txn = self.inner.db.begin_read().map_err(db_err)?;
+        let namespaces = txn.open_table(NAMESPACES).map_err(db_err)?;
+        if namespaces.get(namespace).map_err(db_err)?.is_none() {
+            return Ok(None);
+        }
+        let table = txn.open_table(KV).map_err(db_err)?;
+        let now = now_ms();
+        let mut keys = Vec::new();
+        for entry in table.range((namespace, "")..).map_err(db_err)? {
+            let (k, v) = entry.map_err(db_err)?;
+            let (ns, key) = k.value();
+            if ns != namespace {
+                break;
+            }
+            if is_live(v.value().0, now) {
+                keys.push(key.to_string());
+            }
+        }
+        Ok(Some(keys))
+    }
+
+    /// The earliest stored deadline, for the sweeper.
+    fn next_deadline(&self) -> Result<Option<u64>, StoreError> {
+        let txn = self.inner.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(EXPIRY).map_err(db_err)?;
+        Ok(table.first().map_err(db_err)?.map(|(k, _)| k.value().0))
+    }
+
+    /// Counts for health and metrics: (namespaces, stored keys including expired
+    /// ones not yet swept).
+    pub fn counts(&self) -> Result<(u64, u64), StoreError> {
+        let txn = self.inner.db.begin_read().map_err(db_err)?;
+        let namespaces = txn.open_table(NAMESPACES).map_err(db_err)?;
+        let kv = txn.open_table(KV).map_err(db_err)?;
+        use redb::ReadableTableMetadata;
+        Ok((namespaces.len().map_err(db_err)?, kv.len().map_err(db_err)?))
+    }
+
+    /// Group-commit counters (commits, operations, largest batch, expired removed).
+    pub fn writer_stats(&self) -> &WriterStats {
+        &self.inner.writer.stats
+    }
+
+    /// Stops the sweeper and the writer after the queued writes are committed,
+    /// and waits until the database file is closed.
+    pub async fn close(self) {
+        self.inner.sweeper.stop();
+        self.inner.writer.close().await;
+    }
+}

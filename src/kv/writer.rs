@@ -1,0 +1,411 @@
+//! The single writer thread: group commit.
+//!
+//! Every write request is queued to this thread. It takes whatever has queued up
+//! while the previous commit was being fsynced, applies it all in one redb write
+//! transaction with `Durability::Immediate`, commits, and only then answers each
+//! request. Under concurrency one fsync carries many requests, so durable
+//! throughput is far above one fsync per request; with a single caller nothing
+//! waits for a batch to fill.
+//!
+//! Each operation's outcome (stored, deleted, or rejected for a reason the caller
+//! can fix) is decided inside the transaction, so checks like the namespace key
+//! limit cannot race with other writers. A storage error fails every request in
+//! the batch and commits none of them: nothing is acknowledged that is not on disk.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use redb::{Database, Durability, ReadableTable, Table};
+use tokio::sync::{Mutex, oneshot};
+
+use super::expiry::Sweeper;
+use super::schema::{EXPIRY, KV, NAMESPACES};
+use super::{StoreError, db_err, is_live, now_ms};
+
+/// The most requests one transaction takes; bounds commit latency under a flood.
+const MAX_BATCH_REQUESTS: usize = 4096;
+/// The most expired entries one transaction removes.
+const MAX_PURGE_PER_TXN: usize = 10_000;
+
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    /// Create or replace a key; `expires_at` is 0 for no expiry.
+    Put {
+        namespace: String,
+        key: String,
+        value: String,
+        expires_at: u64,
+    },
+    DeleteKey {
+        namespace: String,
+        key: String,
+    },
+    DeleteNamespace {
+        namespace: String,
+    },
+    /// Remove entries whose deadline is at or before `now` (the sweeper's job).
+    PurgeExpired {
+        now: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// A put created a new key.
+    Created,
+    /// A put replaced an existing live key.
+    Replaced,
+    Deleted,
+    /// How many expired entries a purge removed.
+    Purged(u64),
+    /// The operation was refused; nothing changed for it.
+    Rejected(Rejected),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejected {
+    NamespaceFull { limit: u64 },
+    NamespaceNotFound,
+    KeyNotFound,
+}
+
+/// Counters for metrics: how well group commit is working.
+#[derive(Default)]
+pub struct WriterStats {
+    pub commits: AtomicU64,
+    pub operations: AtomicU64,
+    pub largest_batch: AtomicU64,
+    pub expired_removed: AtomicU64,
+}
+
+type Reply = oneshot::Sender<Result<Vec<WriteOutcome>, StoreError>>;
+
+enum Message {
+    Write { ops: Vec<WriteOp>, reply: Reply },
+}
+
+pub struct Handle {
+    sender: std::sync::Mutex<Option<mpsc::Sender<Message>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    pub stats: Arc<WriterStats>,
+}
+
+pub fn spawn(
+    db: Arc<Database>,
+    max_keys_per_namespace: u64,
+    sweeper: Sweeper,
+) -> Result<Handle, StoreError> {
+    let (sender, receiver) = mpsc::channel();
+    let stats = Arc::new(WriterStats::default());
+    let thread_stats = stats.clone();
+    let thread = std::thread::Builder::new()
+        .name("kv-writer".into())
+        .spawn(move || {
+            run(
+                &db,
+                receiver,
+                max_keys_per_namespace,
+                &sweeper,
+                &thread_stats,
+            )
+        })
+        .map_err(|e| StoreError::Db(format!("cannot start the writer thread: {e}")))?;
+    Ok(Handle {
+        sender: std::sync::Mutex::new(Some(sender)),
+        thread: Mutex::new(Some(thread)),
+        stats,
+    })
+}
+
+impl Handle {
+    pub async fn submit(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        {
+            let guard = self.sender.lock().map_err(|_| StoreError::Closed)?;
+            let sender = guard.as_ref().ok_or(StoreError::Closed)?;
+            sender
+                .send(Message::Write { ops, reply })
+                .map_err(|_| StoreError::Closed)?;
+        }
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Lets the thread finish what is queued, then waits for it to exit.
+    pub async fn close(&self) {
+        if let Ok(mut guard) = self.sender.lock() {
+            guard.take();
+        }
+        if let Some(thread) = self.thread.lock().await.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+fn run(
+    db: &Database,
+    receiver: mpsc::Receiver<Message>,
+    max_keys: u64,
+    sweeper: &Sweeper,
+    stats: &WriterStats,
+) {
+    // recv() fails once every sender is gone and the queue is empty.
+    while let Ok(first) = receiver.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH_REQUESTS {
+            match receiver.try_recv() {
+                Ok(message) => batch.push(message),
+                Err(_) => break,
+            }
+        }
+        let requests: Vec<(Vec<WriteOp>, Reply)> = batch
+            .into_iter()
+            .map(|Message::Write { ops, reply }| (ops, reply))
+            .collect();
+        let op_count: usize = requests.iter().map(|(ops, _)| ops.len()).sum();
+        let earliest_deadline = requests
+            .iter()
+            .flat_map(|(ops, _)| ops.iter())
+            .filter_map(|op| match op {
+                WriteOp::Put { expires_at, .. } if *expires_at != 0 => Some(*expires_at),
+                _ => None,
+            })
+            .min();
+        match commit_batch(db, &requests, max_keys, stats) {
+            Ok(outcomes) => {
+                stats.commits.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .operations
+                    .fetch_add(op_count as u64, Ordering::Relaxed);
+                stats
+                    .largest_batch
+                    .fetch_max(requests.len() as u64, Ordering::Relaxed);
+                if let Some(deadline) = earliest_deadline {
+                    sweeper.note_deadline(deadline);
+                }
+                for ((_, reply), outcome) in requests.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, requests = requests.len(), "key-value commit failed; nothing in this batch was stored");
+                for (_, reply) in requests {
+                    let _ = reply.send(Err(StoreError::Db(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+struct Tables<'t> {
+    kv: Table<'t, (&'static str, &'static str), (u64, &'static str)>,
+    namespaces: Table<'t, &'static str, u64>,
+    expiry: Table<'t, (u64, &'static str, &'static str), ()>,
+}
+
+fn commit_batch(
+    db: &Database,
+    requests: &[(Vec<WriteOp>, Reply)],
+    max_keys: u64,
+    stats: &WriterStats,
+) -> Result<Vec<Vec<WriteOutcome>>, StoreError> {
+    let mut txn = db.begin_write().map_err(db_err)?;
+    txn.set_durability(Durability::Immediate).map_err(db_err)?;
+    let mut all = Vec::with_capacity(requests.len());
+    {
+        let mut t = Tables {
+            kv: txn.open_table(KV).map_err(db_err)?,
+            namespaces: txn.open_table(NAMESPACES).map_err(db_err)?,
+            expiry: txn.open_table(EXPIRY).map_err(db_err)?,
+        };
+        // Expired keys still count against their namespace's limit until removed;
+        // removing what is due first keeps the limit check exact.
+        let now = now_ms();
+        let purged = purge_expired(&mut t, now)?;
+        stats.expired_removed.fetch_add(purged, Ordering::Relaxed);
+        for (ops, _) in requests {
+            let mut outcomes = Vec::with_capacity(ops.len());
+            for op in ops {
+                let outcome = apply(&mut t, op, max_keys, now)?;
+                if let WriteOutcome::Purged(n) = outcome {
+                    stats.expired_removed.fetch_add(n, Ordering::Relaxed);
+                }
+                outcomes.push(outcome);
+            }
+            all.push(outcomes);
+        }
+    }
+    txn.commit().map_err(db_err)?;
+    Ok(all)
+}
+
+fn apply(
+    t: &mut Tables,
+    op: &WriteOp,
+    max_keys: u64,
+    now: u64,
+) -> Result<WriteOutcome, StoreError> {
+    match op {
+        WriteOp::Put {
+            namespace,
+            key,
+            value,
+            expires_at,
+        } => {
+            let existing =
+                t.kv.get((namespace.as_str(), key.as_str()))
+                    .map_err(db_err)?
+                    .map(|guard| guard.value().0);
+            let count = t
+                .namespaces
+                .get(namespace.as_str())
+                .map_err(db_err)?
+                .map(|g| g.value());
+            let outcome = match existing {
+                Some(old_deadline) => {
+                    if old_deadline != 0 {
+                        t.expiry
+                            .remove((old_deadline, namespace.as_str(), key.as_str()))
+                            .map_err(db_err)?;
+                    }
+                    if is_live(old_deadline, now) {
+                        WriteOutcome::Replaced
+                    } else {
+                        WriteOutcome::Created
+                    }
+                }
+                None => {
+                    let count = count.unwrap_or(0);
+                    if count >= max_keys {
+                        return Ok(WriteOutcome::Rejected(Rejected::NamespaceFull {
+                            limit: max_keys,
+                        }));
+                    }
+                    t.namespaces
+                        .insert(namespace.as_str(), count + 1)
+                        .map_err(db_err)?;
+                    WriteOutcome::Created
+                }
+            };
+            t.kv.insert(
+                (namespace.as_str(), key.as_str()),
+                (*expires_at, value.as_str()),
+            )
+            .map_err(db_err)?;
+            if *expires_at != 0 {
+                t.expiry
+                    .insert((*expires_at, namespace.as_str(), key.as_str()), ())
+                    .map_err(db_err)?;
+            }
+            Ok(outcome)
+        }
+        WriteOp::DeleteKey { namespace, key } => {
+            let Some(count) = t
+                .namespaces
+                .get(namespace.as_str())
+                .map_err(db_err)?
+                .map(|g| g.value())
+            else {
+                return Ok(WriteOutcome::Rejected(Rejected::NamespaceNotFound));
+            };
+            let removed =
+                t.kv.remove((namespace.as_str(), key.as_str()))
+                    .map_err(db_err)?
+                    .map(|guard| guard.value().0);
+            let Some(deadline) = removed else {
+                return Ok(WriteOutcome::Rejected(Rejected::KeyNotFound));
+            };
+            if deadline != 0 {
+                t.expiry
+                    .remove((deadline, namespace.as_str(), key.as_str()))
+                    .map_err(db_err)?;
+            }
+            t.namespaces
+                .insert(namespace.as_str(), count.saturating_sub(1))
+                .map_err(db_err)?;
+            Ok(if is_live(deadline, now) {
+                WriteOutcome::Deleted
+            } else {
+                WriteOutcome::Rejected(Rejected::KeyNotFound)
+            })
+        }
+        WriteOp::DeleteNamespace { namespace } => {
+            if t.namespaces
+                .remove(namespace.as_str())
+                .map_err(db_err)?
+                .is_none()
+            {
+                return Ok(WriteOutcome::Rejected(Rejected::NamespaceNotFound));
+            }
+            let mut doomed: Vec<(String, u64)> = Vec::new();
+            for entry in t.kv.range((namespace.as_str(), "")..).map_err(db_err)? {
+                let (k, v) = entry.map_err(db_err)?;
+                let (ns, key) = k.value();
+                if ns != namespace {
+                    break;
+                }
+                doomed.push((key.to_string(), v.value().0));
+            }
+            for (key, deadline) in doomed {
+                t.kv.remove((namespace.as_str(), key.as_str()))
+                    .map_err(db_err)?;
+                if deadline != 0 {
+                    t.expiry
+                        .remove((deadline, namespace.as_str(), key.as_str()))
+                        .map_err(db_err)?;
+                }
+            }
+            Ok(WriteOutcome::Deleted)
+        }
+        WriteOp::PurgeExpired { now } => Ok(WriteOutcome::Purged(purge_expired(t, *now)?)),
+    }
+}
+
+/// Removes up to [`MAX_PURGE_PER_TXN`] entries whose deadline is at or before
+/// `now`, walking the expiry index from its start: never the whole store.
+fn purge_expired(t: &mut Tables, now: u64) -> Result<u64, StoreError> {
+    let mut due: Vec<(u64, String, String)> = Vec::new();
+    for entry in t
+        .expiry
+        .range(..(now.saturating_add(1), "", ""))
+        .map_err(db_err)?
+    {
+        let (k, _) = entry.map_err(db_err)?;
+        let (deadline, ns, key) = k.value();
+        if deadline > now {
+            break;
+        }
+        due.push((deadline, ns.to_string(), key.to_string()));
+        if due.len() >= MAX_PURGE_PER_TXN {
+            break;
+        }
+    }
+    let mut removed = 0;
+    for (deadline, ns, key) in due {
+        t.expiry
+            .remove((deadline, ns.as_str(), key.as_str()))
+            .map_err(db_err)?;
+        // The index entry may be stale only if the key was rewritten with another
+        // deadline; the index is kept in step on every put, so check anyway.
+        let current =
+            t.kv.get((ns.as_str(), key.as_str()))
+                .map_err(db_err)?
+                .map(|g| g.value().0);
+        if current == Some(deadline) {
+            t.kv.remove((ns.as_str(), key.as_str())).map_err(db_err)?;
+            let count = t
+                .namespaces
+                .get(ns.as_str())
+                .map_err(db_err)?
+                .map(|g| g.value());
+            if let Some(count) = count {
+                t.namespaces
+                    .insert(ns.as_str(), count.saturating_sub(1))
+                    .map_err(db_err)?;
+            }
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}

@@ -1,0 +1,15 @@
+//! butler-edge: a Butler-compatible REST appliance for Qlik Sense.
+//!
+//! Layers, each knowing only the one below it (see README, "Architecture"):
+//! `http` (listeners, limits, routing, Butler-style errors) → `api` (one module per
+//! endpoint group) → `kv` (durable store). Configuration is parsed once by `config`.
+
+pub mod api;
+pub mod check;
+pub mod config;
+pub mod http;
+pub mod kv;
+pub mod logging;
+pub mod pki;
+pub mod service;
+pub mod state;

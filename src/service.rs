@@ -1,0 +1,91 @@
+//! Wiring of the running service: open the store, bind the listener, serve until
+//! SIGTERM/SIGINT, then shut down in order (stop accepting, drain requests, close
+//! the database).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::http::server;
+use crate::kv::{Store, StoreError};
+use crate::state::AppState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+pub async fn run(config: Config, data_dir: PathBuf) -> Result<(), StartupError> {
+    let config = Arc::new(config);
+    tracing::info!(config = %config.origin, version = env!("CARGO_PKG_VERSION"), "butler-edge starting");
+    for key in &config.ignored_keys {
+        tracing::debug!(key = %key, "config key not used by butler-edge; ignored");
+    }
+
+    let mut terminate = signal(SignalKind::terminate()).map_err(StartupError::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(StartupError::Signals)?;
+
+    let store = if config.kv.enable {
+        let store = Store::open(&data_dir, config.kv.max_keys_per_namespace)?;
+        tracing::info!(path = %store.path().display(), "key-value store open");
+        Some(store)
+    } else {
+        None
+    };
+    let state = Arc::new(AppState {
+        config: config.clone(),
+        store: store.clone(),
+    });
+
+    let (stop, stop_signal) = watch::channel(false);
+    let server_task = if config.rest.enable {
+        let address = format!("{}:{}", config.rest.host, config.rest.port);
+        let listener = TcpListener::bind(&address)
+            .await
+            .map_err(|source| StartupError::Bind {
+                address: address.clone(),
+                source,
+            })?;
+        let local = listener.local_addr().map_err(|source| StartupError::Bind {
+            address: address.clone(),
+            source,
+        })?;
+        tracing::info!(address = %local, "REST server listening on http://{local}");
+        Some(tokio::spawn(server::serve(
+            listener,
+            state.clone(),
+            stop_signal,
+        )))
+    } else {
+        tracing::warn!("Butler.restServerConfig.enable is false: no REST API is served");
+        None
+    };
+
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM received; shutting down"),
+        _ = interrupt.recv() => tracing::info!("SIGINT received; shutting down"),
+    }
+    let _ = stop.send(true);
+    if let Some(task) = server_task {
+        let _ = task.await;
+    }
+    drop(state);
+    if let Some(store) = store {
+        store.close().await;
+        tracing::info!("key-value store closed");
+    }
+    tracing::info!("butler-edge stopped");
+    Ok(())
+}
