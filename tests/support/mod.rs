@@ -1,0 +1,6 @@
+//! Shared helpers for the black-box tests. Each test file includes this with `mod support;`,
+//! and uses only part of it.
+#![allow(dead_code)]
+
+pub mod fake_qrs;
+pub mod pki;
