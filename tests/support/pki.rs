@@ -336,7 +336,7 @@ fn shared_rsa_key() -> &'static RsaKeyMaterial {
     KEY.get_or_init(|| {
         use rsa::pkcs1::EncodeRsaPrivateKey;
         use rsa::pkcs8::{EncodePrivateKey, LineEnding};
-        let key = rsa::RsaPrivateKey::new(&mut rand::rng(), 2048).expect("RSA keygen");
+        let key = rsa::PrivateKey::new(&mut rand::rng(), 2048).expect("RSA keygen");
         RsaKeyMaterial {
             pkcs8_der: key.to_pkcs8_der().expect("RSA PKCS#8").as_bytes().to_vec(),
             pkcs8_pem: key
