@@ -11,5 +11,6 @@ pub mod http;
 pub mod kv;
 pub mod logging;
 pub mod pki;
+pub mod qrs;
 pub mod service;
 pub mod state;

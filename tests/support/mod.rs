@@ -1,5 +1,7 @@
-//! Test support shared by the black-box tests: starting the real binary, and
-//! (added by later tests) certificates and a fake Qlik Repository Service.
+//! Shared helpers for the black-box tests. Each test file includes this with
+//! `mod support;` and uses only part of it.
 #![allow(dead_code)]
 
+pub mod fake_qrs;
+pub mod pki;
 pub mod server;
