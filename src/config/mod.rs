@@ -76,6 +76,7 @@ pub struct EndpointsEnabled {
     pub api_list_enabled_endpoints: bool,
     pub butlerping: bool,
     pub key_value_store: bool,
+    pub sense_start_task: bool,
 }
 
 impl EndpointsEnabled {
@@ -176,6 +177,7 @@ impl Config {
             )?,
             butlerping: r.bool("Butler.restServerEndpointsEnable.butlerping", false)?,
             key_value_store: r.bool("Butler.restServerEndpointsEnable.keyValueStore", false)?,
+            sense_start_task: r.bool("Butler.restServerEndpointsEnable.senseStartTask", false)?,
         };
         let kv = KvConfig {
             enable: r.bool("Butler.keyValueStore.enable", false)?,
