@@ -179,13 +179,20 @@ impl Drop for Server {
     }
 }
 
-/// A blocking HTTP client for plain-HTTP tests.
+/// A blocking HTTP client for plain-HTTP tests, shared by the whole test binary
+/// (each reqwest blocking client runs its own runtime thread; making one per
+/// request would dominate the tests' time).
 pub fn client() -> reqwest::blocking::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("http client")
+    static CLIENT: std::sync::OnceLock<reqwest::blocking::Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("http client")
+        })
+        .clone()
 }
 
 /// Status and parsed JSON body (Null for an empty body).
