@@ -167,3 +167,84 @@ fn version_flag_prints_the_version() {
         format!("butler-edge {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+/// Starts the binary with `KV_CONFIG` + `config_extra`, `args`, the given
+/// `STATE_DIRECTORY` (or none) and working directory, and reports whether the
+/// database file appeared in `expected_dir` once it listens.
+fn database_lands_in(
+    dir: &tempfile::TempDir,
+    config_extra: &str,
+    args: &[&str],
+    state_directory: Option<&std::path::Path>,
+    cwd: &std::path::Path,
+    expected_dir: &std::path::Path,
+) -> bool {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let port = support::server::free_port();
+    let text = KV_CONFIG
+        .replace("{port}", &port.to_string())
+        .replace("{max_keys}", "10")
+        + config_extra;
+    let config = write(dir, "data-dir.yaml", &text);
+    let mut command = Command::new(support::server::BIN);
+    command
+        .arg("--config")
+        .arg(&config)
+        .args(args)
+        .current_dir(cwd)
+        .stderr(Stdio::null());
+    match state_directory {
+        Some(state) => command.env("STATE_DIRECTORY", state),
+        None => command.env_remove("STATE_DIRECTORY"),
+    };
+    let mut child = command.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "butler-edge did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let found = expected_dir.join("butler-edge.redb").exists();
+    let _ = child.kill();
+    let _ = child.wait();
+    found
+}
+
+/// The data directory comes from `--data-dir`, else `ButlerEdge.dataDir`, else
+/// systemd's `$STATE_DIRECTORY`, else `./butler-edge-data`.
+#[test]
+fn data_directory_resolution_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let configured = dir.path().join("configured");
+    let explicit = dir.path().join("explicit");
+    let cwd = dir.path().join("cwd");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let data_dir_key = format!("ButlerEdge:\n  dataDir: {}\n", configured.display());
+    let explicit_arg = explicit.display().to_string();
+    assert!(database_lands_in(
+        &dir,
+        &data_dir_key,
+        &["--data-dir", &explicit_arg],
+        Some(&state),
+        &cwd,
+        &explicit
+    ));
+    assert!(database_lands_in(
+        &dir,
+        &data_dir_key,
+        &[],
+        Some(&state),
+        &cwd,
+        &configured
+    ));
+    assert!(database_lands_in(&dir, "", &[], Some(&state), &cwd, &state));
+    assert!(database_lands_in(
+        &dir,
+        "",
+        &[],
+        None,
+        &cwd,
+        &cwd.join("butler-edge-data")
+    ));
+}

@@ -199,3 +199,51 @@ fn a_second_instance_on_the_same_data_dir_is_refused() {
     assert_eq!(code, 1, "stderr: {err}");
     assert!(err.contains("butler-edge.redb"), "{err}");
 }
+
+/// SIGTERM while a request is half-sent: the server stops accepting, lets the
+/// request finish and be acknowledged, closes the database and exits 0.
+#[test]
+fn sigterm_finishes_in_flight_requests_then_exits_cleanly() {
+    use std::io::{Read, Write};
+    let mut server = Server::start(KV_CONFIG);
+    let body = r#"{"key":"in flight","value":"made it"}"#;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    write!(
+        stream,
+        "POST /v4/keyvalues/shutdown HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+        body.len(),
+        &body[..10]
+    )
+    .unwrap();
+    stream.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = server.pid();
+    let killer = std::thread::spawn(move || {
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+    });
+    killer.join().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // New connections are no longer accepted...
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", server.port)).is_err(),
+        "the listener must be closed once shutdown starts"
+    );
+    // ...but the in-flight request completes.
+    stream.write_all(&body.as_bytes()[10..]).unwrap();
+    let mut response = String::new();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = stream.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+    let status = server.terminate_wait();
+    assert!(status.success(), "exit status {status}");
+    server.restart();
+    assert_eq!(
+        value_of(&server, "shutdown", "in%20flight").as_deref(),
+        Some("made it")
+    );
+}

@@ -144,11 +144,16 @@ impl Server {
 
     /// SIGTERM and wait for the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("running");
         let _ = Command::new("kill")
             .arg("-TERM")
-            .arg(child.id().to_string())
+            .arg(self.pid().to_string())
             .status();
+        self.terminate_wait()
+    }
+
+    /// Waits for an exit already requested (e.g. by a signal sent elsewhere).
+    pub fn terminate_wait(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
