@@ -14,3 +14,4 @@ pub mod pki;
 pub mod qrs;
 pub mod service;
 pub mod state;
+pub mod tasks;

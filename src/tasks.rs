@@ -1,0 +1,502 @@
+//! Start-task planning and execution: body items → allow-list → existence → start → report.
+//!
+//! Decides exactly as Butler what is started and where each task id, tag and custom property
+//! is reported, then — unlike Butler, which reports every task as started before QRS has
+//! answered — starts each distinct task once through QRS, waits for QRS's answer, and reports
+//! tasks QRS did not start in `failed`. Knows nothing of HTTP requests to our server; the
+//! endpoint hands it a parsed [`StartRequest`].
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::{join_all, try_join_all};
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::qrs::{QrsClient, QrsError, StartOutcome, TaskInfo};
+
+/// Which task ids, tags and custom properties a caller may start
+/// (`Butler.startTaskFilter`). Passed in per request so that a per-client policy can be used.
+#[derive(Clone, Debug, Default)]
+pub struct StartTaskPolicy {
+    /// When false, everything is allowed.
+    pub enabled: bool,
+    pub task_ids: HashSet<String>,
+    pub tags: HashSet<String>,
+    pub custom_properties: HashSet<(String, String)>,
+}
+
+impl StartTaskPolicy {
+    /// Everything may be started.
+    pub fn unrestricted() -> StartTaskPolicy {
+        StartTaskPolicy::default()
+    }
+
+    pub fn allows_task_id(&self, id: &str) -> bool {
+        !self.enabled || self.task_ids.contains(id)
+    }
+
+    pub fn allows_tag(&self, tag: &str) -> bool {
+        !self.enabled || self.tags.contains(tag)
+    }
+
+    pub fn allows_custom_property(&self, name: &str, value: &str) -> bool {
+        !self.enabled
+            || self
+                .custom_properties
+                .contains(&(name.to_string(), value.to_string()))
+    }
+}
+
+/// A key-value pair to store before any task starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyValueItem {
+    pub namespace: String,
+    pub key: String,
+    pub value: String,
+    /// Milliseconds until expiry; `None` means no expiry.
+    pub ttl_ms: Option<u64>,
+}
+
+/// One item of the request body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BodyItem {
+    TaskId(String),
+    Tag(String),
+    CustomProperty { name: String, value: String },
+    KeyValue(KeyValueItem),
+}
+
+/// A parsed start-task request.
+#[derive(Clone, Debug)]
+pub struct StartRequest {
+    /// `{taskId}` from the path; `-` means "only what the body says".
+    pub path_task_id: String,
+    pub items: Vec<BodyItem>,
+    pub all_task_ids_must_exist: bool,
+    /// Hold the answer until the started tasks have finished (bounded by the wait timeout).
+    pub wait: bool,
+}
+
+/// Tuning of the starter (`ButlerEdge.qrs`).
+#[derive(Clone, Debug)]
+pub struct StarterSettings {
+    /// QRS calls in flight at once, over all requests.
+    pub max_concurrent_calls: usize,
+    /// Upper bound on `?wait=true`.
+    pub wait_timeout: Duration,
+    /// How often a running execution is polled with `?wait=true`.
+    pub wait_poll_interval: Duration,
+}
+
+/// Why a start-task request could not be carried out at all.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// QRS could not be asked which tasks exist; nothing was started.
+    #[error("{0}; no task was started")]
+    Qrs(#[from] QrsError),
+    /// The key-value items could not be stored; nothing was started.
+    #[error("storing the key-value items failed, no task was started: {0}")]
+    KeyValue(String),
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct TaskIdOnly {
+    #[serde(rename = "taskId")]
+    pub task_id: String,
+}
+
+/// A task entry as Butler reports it, plus what QRS said (`executionSessionId`) and, with
+/// `?wait=true`, how the run ended.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct StartedTask {
+    #[serde(rename = "taskId")]
+    pub task_id: String,
+    #[serde(rename = "taskName")]
+    pub task_name: String,
+    #[serde(rename = "executionSessionId")]
+    pub execution_session_id: String,
+    #[serde(rename = "executionStatus", skip_serializing_if = "Option::is_none")]
+    pub execution_status: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct FailedTask {
+    #[serde(rename = "taskId")]
+    pub task_id: String,
+    #[serde(rename = "taskName")]
+    pub task_name: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct TagOnly {
+    pub tag: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct CustomPropertyOnly {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct TasksIdReport {
+    pub started: Vec<StartedTask>,
+    pub invalid: Vec<TaskIdOnly>,
+    pub denied: Vec<TaskIdOnly>,
+}
+
+/// With `?wait=true`: whether every started task finished within the wait timeout.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct WaitReport {
+    pub complete: bool,
+    #[serde(rename = "timeoutMs")]
+    pub timeout_ms: u64,
+}
+
+/// The answer: Butler's shape plus `failed` (and `wait` with `?wait=true`).
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct StartReport {
+    #[serde(rename = "tasksId")]
+    pub tasks_id: TasksIdReport,
+    #[serde(rename = "tasksTag")]
+    pub tasks_tag: Vec<StartedTask>,
+    #[serde(rename = "tasksTagDenied")]
+    pub tasks_tag_denied: Vec<TagOnly>,
+    #[serde(rename = "tasksCP")]
+    pub tasks_cp: Vec<StartedTask>,
+    #[serde(rename = "tasksCPDenied")]
+    pub tasks_cp_denied: Vec<CustomPropertyOnly>,
+    pub failed: Vec<FailedTask>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait: Option<WaitReport>,
+}
+
+/// True for a GUID in Sense's form: lower-case hex, 8-4-4-4-12. Butler reports upper-case
+/// ids as invalid, and so does this.
+pub fn is_task_guid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_digit() || (b'a'..=b'f').contains(c),
+        })
+}
+
+/// What happened to one distinct task when it was started.
+#[derive(Clone, Debug)]
+enum Outcome {
+    Started {
+        session_id: String,
+        status: Option<String>,
+    },
+    Failed(String),
+}
+
+/// Starts tasks through QRS. Shared by all requests; bounds the QRS calls in flight.
+pub struct Starter {
+    qrs: QrsClient,
+    settings: StarterSettings,
+    permits: Arc<Semaphore>,
+}
+
+impl Starter {
+    pub fn new(qrs: QrsClient, settings: StarterSettings) -> Starter {
+        let permits = Arc::new(Semaphore::new(settings.max_concurrent_calls.max(1)));
+        Starter {
+            qrs,
+            settings,
+            permits,
+        }
+    }
+
+    pub fn qrs_host(&self) -> &str {
+        self.qrs.host()
+    }
+
+    /// Plans and carries out a start-task request. `store_key_values` is called with the
+    /// request's key-value items after QRS has confirmed which tasks exist and before any
+    /// task is started; it must return only once they are durably committed.
+    pub async fn run<F, Fut>(
+        &self,
+        request: &StartRequest,
+        policy: &StartTaskPolicy,
+        store_key_values: F,
+    ) -> Result<StartReport, StartError>
+    where
+        F: FnOnce(Vec<KeyValueItem>) -> Fut,
+        Fut: Future<Output = Result<(), String>>,
+    {
+        let mut report = StartReport::default();
+
+        // 1. Task ids: the path id first, then the body's, in order (as Butler).
+        let mut id_candidates: Vec<String> = Vec::new();
+        let mut invalid: Vec<TaskIdOnly> = Vec::new();
+        let path_id = (request.path_task_id != "-").then_some(&request.path_task_id);
+        let body_ids = request.items.iter().filter_map(|i| match i {
+            BodyItem::TaskId(id) => Some(id),
+            _ => None,
+        });
+        for id in path_id.into_iter().chain(body_ids) {
+            if !is_task_guid(id) {
+                invalid.push(TaskIdOnly {
+                    task_id: id.clone(),
+                });
+            } else if !policy.allows_task_id(id) {
+                tracing::warn!(task_id = %id, "start task: task id not on the allow list");
+                report.tasks_id.denied.push(TaskIdOnly {
+                    task_id: id.clone(),
+                });
+            } else {
+                id_candidates.push(id.clone());
+            }
+        }
+
+        // 2. Tags and custom properties through the allow list.
+        let mut tags: Vec<&str> = Vec::new();
+        let mut cps: Vec<(&str, &str)> = Vec::new();
+        let mut key_values: Vec<KeyValueItem> = Vec::new();
+        for item in &request.items {
+            match item {
+                BodyItem::Tag(tag) if policy.allows_tag(tag) => tags.push(tag),
+                BodyItem::Tag(tag) => {
+                    tracing::warn!(tag = %tag, "start task: tag not on the allow list");
+                    report
+                        .tasks_tag_denied
+                        .push(TagOnly { tag: tag.clone() });
+                }
+                BodyItem::CustomProperty { name, value }
+                    if policy.allows_custom_property(name, value) =>
+                {
+                    cps.push((name, value))
+                }
+                BodyItem::CustomProperty { name, value } => {
+                    tracing::warn!(name = %name, value = %value, "start task: custom property not on the allow list");
+                    report.tasks_cp_denied.push(CustomPropertyOnly {
+                        name: name.clone(),
+                        value: value.clone(),
+                    });
+                }
+                BodyItem::KeyValue(kv) => key_values.push(kv.clone()),
+                BodyItem::TaskId(_) => {}
+            }
+        }
+
+        // 3. Ask QRS, concurrently: which ids exist, which tasks carry the tags and the
+        //    custom properties. Any failure here means nothing is started.
+        let (known, tag_tasks, cp_tasks) = tokio::try_join!(
+            self.lookup_ids(&id_candidates),
+            try_join_all(tags.iter().map(|tag| self.lookup_tag(tag))),
+            try_join_all(cps.iter().map(|(n, v)| self.lookup_cp(n, v))),
+        )?;
+
+        let mut id_tasks: Vec<TaskInfo> = Vec::new();
+        for id in &id_candidates {
+            match known.get(id.as_str()) {
+                Some(task) => id_tasks.push(task.clone()),
+                None => invalid.push(TaskIdOnly {
+                    task_id: id.clone(),
+                }),
+            }
+        }
+        report.tasks_id.invalid = invalid;
+        if request.all_task_ids_must_exist && !report.tasks_id.invalid.is_empty() {
+            report.tasks_id.denied.extend(id_tasks.drain(..).map(|t| TaskIdOnly {
+                task_id: t.id,
+            }));
+        }
+
+        // 4. Key-value items are committed before anything starts, so that a started app's
+        //    script can read them.
+        if !key_values.is_empty() {
+            store_key_values(key_values)
+                .await
+                .map_err(StartError::KeyValue)?;
+        }
+
+        // 5. Start each distinct task once, concurrently (bounded), and wait for QRS.
+        let mut distinct: Vec<TaskInfo> = Vec::new();
+        let mut seen: HashSet<&str> = HashSet::new();
+        for task in id_tasks
+            .iter()
+            .chain(tag_tasks.iter().flatten())
+            .chain(cp_tasks.iter().flatten())
+        {
+            if seen.insert(task.id.as_str()) {
+                distinct.push(task.clone());
+            }
+        }
+        let started_at = Instant::now();
+        let outcomes = join_all(distinct.iter().map(|t| self.start_one(t))).await;
+        let mut outcome_by_id: HashMap<String, Outcome> = distinct
+            .iter()
+            .map(|t| t.id.clone())
+            .zip(outcomes)
+            .collect();
+
+        // 6. With ?wait=true, follow each started run to its end (bounded).
+        if request.wait {
+            let deadline = started_at + self.settings.wait_timeout;
+            let waits = outcome_by_id.iter().filter_map(|(id, o)| match o {
+                Outcome::Started { session_id, .. } => Some(async move {
+                    (id.clone(), self.wait_for(session_id, deadline).await)
+                }),
+                Outcome::Failed(_) => None,
+            });
+            let finished = join_all(waits).await;
+            let mut complete = true;
+            for (id, status) in finished {
+                if status == STILL_RUNNING {
+                    complete = false;
+                }
+                if let Some(Outcome::Started { status: s, .. }) = outcome_by_id.get_mut(&id) {
+                    *s = Some(status);
+                }
+            }
+            report.wait = Some(WaitReport {
+                complete,
+                timeout_ms: self.settings.wait_timeout.as_millis() as u64,
+            });
+        }
+
+        // 7. Report: started tasks where Butler lists them, failed ones once in `failed`.
+        let entry = |task: &TaskInfo| match outcome_by_id.get(&task.id) {
+            Some(Outcome::Started { session_id, status }) => Some(StartedTask {
+                task_id: task.id.clone(),
+                task_name: task.name.clone(),
+                execution_session_id: session_id.clone(),
+                execution_status: status.clone(),
+            }),
+            _ => None,
+        };
+        report.tasks_id.started = id_tasks.iter().filter_map(entry).collect();
+        report.tasks_tag = tag_tasks.iter().flatten().filter_map(entry).collect();
+        report.tasks_cp = cp_tasks.iter().flatten().filter_map(entry).collect();
+        report.failed = distinct
+            .iter()
+            .filter_map(|t| match outcome_by_id.get(&t.id) {
+                Some(Outcome::Failed(reason)) => Some(FailedTask {
+                    task_id: t.id.clone(),
+                    task_name: t.name.clone(),
+                    reason: reason.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        Ok(report)
+    }
+
+    async fn lookup_ids(&self, ids: &[String]) -> Result<HashMap<String, TaskInfo>, QrsError> {
+        let mut unique: Vec<&str> = ids.iter().map(String::as_str).collect();
+        unique.sort_unstable();
+        unique.dedup();
+        if unique.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let _permit = self.permit().await;
+        let tasks = self.qrs.tasks_by_ids(&unique).await?;
+        // QRS compares GUIDs case-insensitively; key by our (lower-case) form.
+        Ok(tasks
+            .into_iter()
+            .map(|t| (t.id.to_ascii_lowercase(), t))
+            .collect())
+    }
+
+    async fn lookup_tag(&self, tag: &str) -> Result<Vec<TaskInfo>, QrsError> {
+        let _permit = self.permit().await;
+        self.qrs.tasks_by_tag(tag).await
+    }
+
+    async fn lookup_cp(&self, name: &str, value: &str) -> Result<Vec<TaskInfo>, QrsError> {
+        let _permit = self.permit().await;
+        self.qrs.tasks_by_custom_property(name, value).await
+    }
+
+    async fn start_one(&self, task: &TaskInfo) -> Outcome {
+        let _permit = self.permit().await;
+        match self.qrs.start_task(&task.id).await {
+            Ok(StartOutcome::Started { session_id }) => {
+                tracing::info!(task_id = %task.id, session_id = %session_id, "task started");
+                Outcome::Started {
+                    session_id,
+                    status: None,
+                }
+            }
+            Ok(StartOutcome::NotStarted) => {
+                tracing::warn!(task_id = %task.id, "QRS did not start the task (empty session id)");
+                Outcome::Failed(
+                    "QRS did not start the task: it answered with the empty session id \
+                     (the task is disabled, no scheduler is available, or its app is missing)"
+                        .to_string(),
+                )
+            }
+            Err(e) => {
+                tracing::warn!(task_id = %task.id, error = %e, "starting task failed");
+                let reason = match &e {
+                    QrsError::Broken { .. } | QrsError::Timeout { .. } => format!(
+                        "{e} (QRS may still have started the task; check the QMC before retrying)"
+                    ),
+                    _ => e.to_string(),
+                };
+                Outcome::Failed(reason)
+            }
+        }
+    }
+
+    /// Polls an execution session until QRS deletes it (the run has ended), then reads the
+    /// final status. Returns QRS's status name, or [`STILL_RUNNING`] at the deadline.
+    async fn wait_for(&self, session_id: &str, deadline: Instant) -> String {
+        loop {
+            let running = {
+                let _permit = self.permit().await;
+                self.qrs.execution_running(session_id).await
+            };
+            match running {
+                Ok(false) => break,
+                Ok(true) => {}
+                Err(e) => {
+                    tracing::warn!(session_id, error = %e, "polling execution session failed");
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return STILL_RUNNING.to_string();
+            }
+            tokio::time::sleep(self.settings.wait_poll_interval.min(deadline - now)).await;
+        }
+        let results = {
+            let _permit = self.permit().await;
+            self.qrs.execution_results(session_id).await
+        };
+        match results {
+            Ok(results) => results
+                .last()
+                .map(|r| r.status_name().to_string())
+                .unwrap_or_else(|| "Unknown".to_string()),
+            Err(e) => format!("Unknown ({e})"),
+        }
+    }
+
+    async fn permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.permits.acquire().await.ok()
+    }
+}
+
+/// Reported as the execution status when `?wait=true` timed out before the run ended.
+pub const STILL_RUNNING: &str = "StillRunning";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_lower_case_guids_are_task_ids() {
+        assert!(is_task_guid("e3b27f50-b1c0-4879-88fc-c7cdd9c1cf3e"));
+        assert!(!is_task_guid("E3B27F50-B1C0-4879-88FC-C7CDD9C1CF3E"));
+        assert!(!is_task_guid("e3b27f50b1c0-4879-88fc-c7cdd9c1cf3e0"));
+        assert!(!is_task_guid("-"));
+        assert!(!is_task_guid("e3b27f50-b1c0-4879-88fc-c7cdd9c1cf3g"));
+    }
+}

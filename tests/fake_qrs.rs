@@ -1,0 +1,141 @@
+//! The fake QRS must enforce what the real QRS enforces, or the start-task tests prove
+//! nothing: client certificates, the xrfkey rule, filter syntax and escaping.
+
+mod support;
+
+use std::sync::Arc;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use support::fake_qrs::{FakeQrs, FakeTask, parse_filter};
+use support::pki::{Ca, Issued, KeyKind, SenseCerts};
+
+fn client(certs: &SenseCerts, identity: Option<&Issued>) -> reqwest::Client {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(certs.ca.cert_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match identity {
+        Some(id) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_slice_iter(id.cert_pem.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .unwrap(),
+                PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    reqwest::Client::builder()
+        .no_proxy()
+        .tls_backend_preconfigured(config)
+        .build()
+        .unwrap()
+}
+
+fn tasks() -> Vec<FakeTask> {
+    vec![
+        FakeTask::new("11111111-1111-4111-8111-111111111111", "Reload A")
+            .tag("R&D")
+            .cp("Group", "it's"),
+        FakeTask::new("22222222-2222-4222-8222-222222222222", "Reload B").tag("a+b"),
+    ]
+}
+
+#[tokio::test]
+async fn enforces_client_certificates_and_the_xrfkey_rule_and_parses_filters() {
+    for kind in [
+        KeyKind::RsaPkcs1,
+        KeyKind::RsaPkcs8,
+        KeyKind::EcP256Pkcs8,
+        KeyKind::EcP256Sec1,
+    ] {
+        let certs = SenseCerts::new(&["localhost"], kind);
+        let qrs = FakeQrs::start(&certs.server, &certs.ca, tasks());
+        let id = certs.ca.client_cert("QlikClient", kind);
+        let base = format!("https://localhost:{}", qrs.port());
+        let c = client(&certs, Some(&id));
+        let get = |q: &str| {
+            c.get(format!("{base}/qrs/task/full?{q}"))
+                .header("X-Qlik-User", "UserDirectory=Internal;UserId=sa_repository")
+        };
+
+        // Correct xrfkey in both places: 200.
+        let r = get("xrfkey=abcdefghijklmnop&filter=tags.name%20eq%20%27R%26D%27")
+            .header("X-Qlik-Xrfkey", "abcdefghijklmnop")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{kind:?}");
+        let body: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        assert_eq!(body.as_array().unwrap().len(), 1);
+        assert_eq!(body[0]["name"], "Reload A");
+
+        // Mismatch and missing header: 403.
+        for (q, h) in [
+            ("xrfkey=abcdefghijklmnop", Some("abcdefghijklmnoX")),
+            ("xrfkey=abcdefghijklmnop", None),
+            ("", Some("abcdefghijklmnop")),
+        ] {
+            let mut req = get(q);
+            if let Some(h) = h {
+                req = req.header("X-Qlik-Xrfkey", h);
+            }
+            assert_eq!(req.send().await.unwrap().status(), 403, "{q} {h:?}");
+        }
+
+        // A raw '+' is a space to QRS; %2B is a plus.
+        let raw_plus = get("xrfkey=abcdefghijklmnop&filter=tags.name%20eq%20%27a+b%27")
+            .header("X-Qlik-Xrfkey", "abcdefghijklmnop")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+
+        let raw_plus: serde_json::Value = serde_json::from_slice(&raw_plus).unwrap();
+        assert_eq!(raw_plus.as_array().unwrap().len(), 0);
+        let encoded_plus = get("xrfkey=abcdefghijklmnop&filter=tags.name%20eq%20%27a%2Bb%27")
+            .header("X-Qlik-Xrfkey", "abcdefghijklmnop")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+
+        let encoded_plus: serde_json::Value = serde_json::from_slice(&encoded_plus).unwrap();
+        assert_eq!(encoded_plus.as_array().unwrap().len(), 1);
+
+        // Without a client certificate the handshake fails.
+        let anon = client(&certs, None);
+        assert!(anon.get(format!("{base}/qrs/about")).send().await.is_err());
+        // A client certificate from another CA is refused too.
+        let other = Ca::new("Other CA").client_cert("QlikClient", KeyKind::EcP256Pkcs8);
+        assert!(
+            client(&certs, Some(&other))
+                .get(format!("{base}/qrs/about"))
+                .send()
+                .await
+                .is_err()
+        );
+        assert_eq!(qrs.calls().len(), 6);
+    }
+}
+
+#[test]
+fn filter_grammar() {
+    assert!(parse_filter("id eq a or id eq b").is_ok());
+    assert!(
+        parse_filter("(customProperties.definition.name eq 'x''y') and (customProperties.value eq 'v')")
+            .is_ok()
+    );
+    assert!(parse_filter("tags.name eq 'unterminated").is_err());
+    assert!(parse_filter("tags.name 'x'").is_err());
+}
