@@ -8,8 +8,22 @@ use crate::config::Config;
 use crate::pki::read_cert_summaries;
 
 /// Certificate files the config names, with what they are for.
-pub fn certificate_files(_config: &Config) -> Vec<(&'static str, PathBuf)> {
-    Vec::new()
+pub fn certificate_files(config: &Config) -> Vec<(&'static str, PathBuf)> {
+    let mut files = Vec::new();
+    let st = &config.start_task;
+    if st.enabled && st.qrs.use_ssl {
+        files.push((
+            "QRS client, Butler.cert.clientCert",
+            st.qrs.client_cert.clone(),
+        ));
+        if st.qrs.reject_unauthorized {
+            files.push((
+                "QRS root CA, Butler.cert.clientCertCA",
+                st.qrs.root_ca.clone(),
+            ));
+        }
+    }
+    files
 }
 
 pub fn report(config: &Config) -> String {
@@ -57,6 +71,33 @@ pub fn report(config: &Config) -> String {
             "disabled".to_string()
         }
     );
+    let st = &config.start_task;
+    if st.enabled {
+        let _ = writeln!(
+            out,
+            "start task: QRS at {}://{}:{}, server certificate {}, allow-list {}",
+            if st.qrs.use_ssl { "https" } else { "http" },
+            st.qrs.host,
+            st.qrs.port,
+            if !st.qrs.use_ssl {
+                "not used (plain HTTP)"
+            } else if st.qrs.reject_unauthorized {
+                "verified against Butler.cert.clientCertCA"
+            } else {
+                "NOT verified (Butler.configQRS.rejectUnauthorized: false)"
+            },
+            if st.policy.enabled {
+                format!(
+                    "on ({} task ids, {} tags, {} custom properties)",
+                    st.policy.task_ids.len(),
+                    st.policy.tags.len(),
+                    st.policy.custom_properties.len()
+                )
+            } else {
+                "off".to_string()
+            }
+        );
+    }
     for (what, path) in certificate_files(config) {
         match read_cert_summaries(&path) {
             Ok(certs) => {

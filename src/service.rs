@@ -11,8 +11,12 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::http::server;
+use crate::kv::idempotency::IdempotencyStore;
 use crate::kv::{Store, StoreError};
+use crate::qrs::{QrsClient, QrsSetupError};
 use crate::state::AppState;
+use crate::state::StartTaskState;
+use crate::tasks::Starter;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -23,6 +27,8 @@ pub enum StartupError {
         address: String,
         source: std::io::Error,
     },
+    #[error("cannot set up the QRS connection: {0}")]
+    Qrs(#[from] QrsSetupError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
 }
@@ -37,16 +43,23 @@ pub async fn run(config: Config, data_dir: PathBuf) -> Result<(), StartupError> 
     let mut terminate = signal(SignalKind::terminate()).map_err(StartupError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(StartupError::Signals)?;
 
-    let store = if config.kv.enable {
+    // The database also keeps start-task's Idempotency-Key answers, so it is opened
+    // when either feature is on; the key-value API is served only when the store is.
+    let store = if config.kv.enable || config.start_task.enabled {
         let store = Store::open(&data_dir, config.kv.max_keys_per_namespace)?;
         tracing::info!(path = %store.path().display(), "key-value store open");
         Some(store)
     } else {
         None
     };
+    let start_task = match (&store, config.start_task.enabled) {
+        (Some(store), true) => Some(start_task_state(&config, store.clone())?),
+        _ => None,
+    };
     let state = Arc::new(AppState {
         config: config.clone(),
-        store: store.clone(),
+        store: store.clone().filter(|_| config.kv.enable),
+        start_task,
     });
 
     let (stop, stop_signal) = watch::channel(false);
@@ -88,4 +101,26 @@ pub async fn run(config: Config, data_dir: PathBuf) -> Result<(), StartupError> 
     }
     tracing::info!("butler-edge stopped");
     Ok(())
+}
+
+fn start_task_state(config: &Config, store: Store) -> Result<StartTaskState, StartupError> {
+    let settings = &config.start_task;
+    if settings.qrs.use_ssl && !settings.qrs.reject_unauthorized {
+        tracing::warn!(
+            host = %settings.qrs.host,
+            "Butler.configQRS.rejectUnauthorized is false: QRS's certificate is NOT verified, \
+             so anyone able to intercept the connection could pose as QRS. Set it to true and \
+             point Butler.cert.clientCertCA at Sense's root.pem"
+        );
+    }
+    if !settings.qrs.use_ssl {
+        tracing::warn!(host = %settings.qrs.host, "Butler.configQRS.useSSL is false: QRS is called over plain HTTP");
+    }
+    let qrs = QrsClient::new(&settings.qrs)?;
+    tracing::info!(qrs = %qrs.host(), "start-task endpoint enabled");
+    Ok(StartTaskState {
+        starter: Starter::new(qrs, settings.starter.clone()),
+        policy: settings.policy.clone(),
+        idempotency: IdempotencyStore::open(store, settings.idempotency_retention)?,
+    })
 }

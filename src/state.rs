@@ -5,9 +5,21 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::kv::Store;
+use crate::kv::idempotency::IdempotencyStore;
+use crate::tasks::{StartTaskPolicy, Starter};
 
 pub struct AppState {
     pub config: Arc<Config>,
     /// `None` when the key-value store is disabled in the config.
     pub store: Option<Store>,
+    /// `None` when the start-task endpoint is disabled in the config.
+    pub start_task: Option<StartTaskState>,
+}
+
+/// What the start-task endpoint needs.
+pub struct StartTaskState {
+    pub starter: Starter,
+    /// `Butler.startTaskFilter`, applied to callers without a policy of their own.
+    pub policy: StartTaskPolicy,
+    pub idempotency: IdempotencyStore,
 }

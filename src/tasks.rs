@@ -92,13 +92,13 @@ pub struct StarterSettings {
 
 /// Why a start-task request could not be carried out at all.
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
+pub enum StartError<E> {
     /// QRS could not be asked which tasks exist; nothing was started.
     #[error("{0}; no task was started")]
-    Qrs(#[from] QrsError),
+    Qrs(QrsError),
     /// The key-value items could not be stored; nothing was started.
-    #[error("storing the key-value items failed, no task was started: {0}")]
-    KeyValue(String),
+    #[error("storing the key-value items failed, no task was started")]
+    KeyValue(E),
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -219,15 +219,15 @@ impl Starter {
     /// Plans and carries out a start-task request. `store_key_values` is called with the
     /// request's key-value items after QRS has confirmed which tasks exist and before any
     /// task is started; it must return only once they are durably committed.
-    pub async fn run<F, Fut>(
+    pub async fn run<F, Fut, E>(
         &self,
         request: &StartRequest,
         policy: &StartTaskPolicy,
         store_key_values: F,
-    ) -> Result<StartReport, StartError>
+    ) -> Result<StartReport, StartError<E>>
     where
         F: FnOnce(Vec<KeyValueItem>) -> Fut,
-        Fut: Future<Output = Result<(), String>>,
+        Fut: Future<Output = Result<(), E>>,
     {
         let mut report = StartReport::default();
 
@@ -263,9 +263,7 @@ impl Starter {
                 BodyItem::Tag(tag) if policy.allows_tag(tag) => tags.push(tag),
                 BodyItem::Tag(tag) => {
                     tracing::warn!(tag = %tag, "start task: tag not on the allow list");
-                    report
-                        .tasks_tag_denied
-                        .push(TagOnly { tag: tag.clone() });
+                    report.tasks_tag_denied.push(TagOnly { tag: tag.clone() });
                 }
                 BodyItem::CustomProperty { name, value }
                     if policy.allows_custom_property(name, value) =>
@@ -290,7 +288,8 @@ impl Starter {
             self.lookup_ids(&id_candidates),
             try_join_all(tags.iter().map(|tag| self.lookup_tag(tag))),
             try_join_all(cps.iter().map(|(n, v)| self.lookup_cp(n, v))),
-        )?;
+        )
+        .map_err(StartError::Qrs)?;
 
         let mut id_tasks: Vec<TaskInfo> = Vec::new();
         for id in &id_candidates {
@@ -303,9 +302,10 @@ impl Starter {
         }
         report.tasks_id.invalid = invalid;
         if request.all_task_ids_must_exist && !report.tasks_id.invalid.is_empty() {
-            report.tasks_id.denied.extend(id_tasks.drain(..).map(|t| TaskIdOnly {
-                task_id: t.id,
-            }));
+            report
+                .tasks_id
+                .denied
+                .extend(id_tasks.drain(..).map(|t| TaskIdOnly { task_id: t.id }));
         }
 
         // 4. Key-value items are committed before anything starts, so that a started app's
@@ -340,9 +340,9 @@ impl Starter {
         if request.wait {
             let deadline = started_at + self.settings.wait_timeout;
             let waits = outcome_by_id.iter().filter_map(|(id, o)| match o {
-                Outcome::Started { session_id, .. } => Some(async move {
-                    (id.clone(), self.wait_for(session_id, deadline).await)
-                }),
+                Outcome::Started { session_id, .. } => {
+                    Some(async move { (id.clone(), self.wait_for(session_id, deadline).await) })
+                }
                 Outcome::Failed(_) => None,
             });
             let finished = join_all(waits).await;

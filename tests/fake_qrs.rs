@@ -133,8 +133,10 @@ async fn enforces_client_certificates_and_the_xrfkey_rule_and_parses_filters() {
 fn filter_grammar() {
     assert!(parse_filter("id eq a or id eq b").is_ok());
     assert!(
-        parse_filter("(customProperties.definition.name eq 'x''y') and (customProperties.value eq 'v')")
-            .is_ok()
+        parse_filter(
+            "(customProperties.definition.name eq 'x''y') and (customProperties.value eq 'v')"
+        )
+        .is_ok()
     );
     assert!(parse_filter("tags.name eq 'unterminated").is_err());
     assert!(parse_filter("tags.name 'x'").is_err());

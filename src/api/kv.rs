@@ -219,7 +219,7 @@ pub fn parse_new_pair(namespace: &str, body: &[u8], limits: &Limits) -> Result<N
     })
 }
 
-fn check_size(what: &str, text: &str, limit: usize, setting: &str) -> Result<(), ApiError> {
+pub fn check_size(what: &str, text: &str, limit: usize, setting: &str) -> Result<(), ApiError> {
     if text.len() > limit {
         return Err(ApiError::bad_request(format!(
             "{what} is {} bytes; the limit is {limit} bytes (ButlerEdge.limits.{setting})",

@@ -3,3 +3,4 @@
 
 pub mod kv;
 pub mod ping;
+pub mod start_task;

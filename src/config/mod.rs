@@ -6,11 +6,13 @@
 //! keys by string after start-up.
 
 mod reader;
+mod start_task;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use reader::{ConfigError, Reader, describe};
+pub use start_task::StartTaskConfig;
 
 /// The configuration used when `--config` is not given.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../default-config.yaml");
@@ -24,6 +26,8 @@ pub struct Config {
     pub endpoints: EndpointsEnabled,
     pub kv: KvConfig,
     pub edge: EdgeConfig,
+    /// The start-task endpoint and its QRS connection.
+    pub start_task: StartTaskConfig,
     /// Keys present in the file that butler-edge does not use.
     pub ignored_keys: Vec<String>,
 }
@@ -92,6 +96,9 @@ impl EndpointsEnabled {
         }
         if self.key_value_store && kv.enable {
             names.push("keyValueStore");
+        }
+        if self.sense_start_task {
+            names.push("senseStartTask");
         }
         names
     }
@@ -189,6 +196,7 @@ impl Config {
             )?,
         };
         let edge = parse_edge(&r)?;
+        let start_task = start_task::parse(&r)?;
         let ignored_keys = r.unread_paths();
         Ok(Config {
             origin: origin.to_string(),
@@ -197,6 +205,7 @@ impl Config {
             endpoints,
             kv,
             edge,
+            start_task,
             ignored_keys,
         })
     }

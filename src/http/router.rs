@@ -27,6 +27,7 @@ pub enum EndpointGroup {
     EndpointsEnabled,
     KvRead,
     KvWrite,
+    StartTask,
 }
 
 impl EndpointGroup {
@@ -36,6 +37,7 @@ impl EndpointGroup {
             EndpointGroup::EndpointsEnabled => "endpointsEnabled",
             EndpointGroup::KvRead => "kvRead",
             EndpointGroup::KvWrite => "kvWrite",
+            EndpointGroup::StartTask => "startTask",
         }
     }
 }
@@ -52,6 +54,7 @@ pub enum Route<'a> {
     KvDeleteNamespace { namespace: &'a str },
     KvDeleteKey { namespace: &'a str, key: &'a str },
     KvKeyList { namespace: &'a str },
+    StartTask { task_id: &'a str },
 }
 
 impl<'a> Route<'a> {
@@ -73,6 +76,9 @@ impl<'a> Route<'a> {
                 Route::KvDeleteKey { namespace, key }
             }
             (&Method::GET, ["v4", "keylist", namespace]) => Route::KvKeyList { namespace },
+            (&Method::PUT | &Method::POST, ["v4", "reloadtask", task_id, "start"]) => {
+                Route::StartTask { task_id }
+            }
             _ => return None,
         };
         Some(route)
@@ -89,6 +95,7 @@ impl<'a> Route<'a> {
             Route::KvPost { .. } | Route::KvDeleteNamespace { .. } | Route::KvDeleteKey { .. } => {
                 EndpointGroup::KvWrite
             }
+            Route::StartTask { .. } => EndpointGroup::StartTask,
         }
     }
 }
@@ -102,6 +109,7 @@ fn enabled(state: &AppState, group: EndpointGroup) -> bool {
         EndpointGroup::KvRead | EndpointGroup::KvWrite => {
             endpoints.key_value_store && state.store.is_some()
         }
+        EndpointGroup::StartTask => endpoints.sense_start_task && state.start_task.is_some(),
     }
 }
 
@@ -182,6 +190,23 @@ async fn dispatch(
         }
         Route::KvDeleteKey { namespace, key } => {
             api::kv::delete_key(store()?, namespace, key).await?
+        }
+        Route::StartTask { task_id } => {
+            let body = read_to_bytes(body, limits).await?;
+            let st = state
+                .start_task
+                .as_ref()
+                .ok_or_else(|| ApiError::internal("the start-task endpoint is not set up"))?;
+            let call = api::start_task::StartCall {
+                method: &method,
+                path,
+                raw_query: parts.uri.query().unwrap_or(""),
+                task_id,
+                query: &query,
+                headers: &parts.headers,
+                body: &body,
+            };
+            api::start_task::start(state, st, &st.policy, call).await?
         }
     };
     Ok((method, response))

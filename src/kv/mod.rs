@@ -14,6 +14,7 @@
 //! This module knows nothing of HTTP.
 
 mod expiry;
+pub mod idempotency;
 mod schema;
 mod writer;
 
@@ -127,6 +128,11 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// The database, for modules that keep their own tables in it ([`idempotency`]).
+    pub(crate) fn database(&self) -> &Arc<Database> {
+        &self.inner.db
     }
 
     /// Applies write operations in one durable transaction (possibly shared with

@@ -1,0 +1,193 @@
+//! Configuration of the start-task endpoint: Butler's `configQRS`, `cert` and
+//! `startTaskFilter` sections, and our `ButlerEdge.qrs` tuning.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{ConfigError, Reader};
+use crate::qrs::QrsSettings;
+use crate::tasks::{StartTaskPolicy, StarterSettings};
+
+#[derive(Debug, Clone)]
+pub struct StartTaskConfig {
+    /// `Butler.restServerEndpointsEnable.senseStartTask`.
+    pub enabled: bool,
+    pub qrs: QrsSettings,
+    /// `Butler.startTaskFilter`, as the policy applied to every caller.
+    pub policy: StartTaskPolicy,
+    pub starter: StarterSettings,
+    /// How long an `Idempotency-Key` answer is kept (`ButlerEdge.qrs.idempotencyRetentionMs`).
+    pub idempotency_retention: Duration,
+}
+
+fn millis(r: &Reader, path: &str, default_ms: u64) -> Result<Duration, ConfigError> {
+    Ok(Duration::from_millis(r.integer_or(
+        path,
+        1,
+        30 * 86_400_000,
+        default_ms,
+    )?))
+}
+
+/// A required text value when the endpoint is enabled; a clear error naming the key
+/// otherwise. Butler's template ships `<path/to/…>` placeholders, which are refused too.
+fn required(r: &Reader, path: &str, what: &str) -> Result<String, ConfigError> {
+    match r.string(path)? {
+        Some(s) if !(s.trim().is_empty() || is_placeholder(&s)) => Ok(s),
+        Some(s) => Err(ConfigError::invalid(path, what, &Value::String(s))),
+        None => Err(ConfigError::Invalid {
+            path: path.to_string(),
+            expected: what.to_string(),
+            found: "nothing (the key is missing)".to_string(),
+        }),
+    }
+}
+
+fn is_placeholder(s: &str) -> bool {
+    s.starts_with('<') && s.ends_with('>')
+}
+
+pub fn parse(r: &Reader) -> Result<StartTaskConfig, ConfigError> {
+    let enabled = r.bool("Butler.restServerEndpointsEnable.senseStartTask", false)?;
+
+    // Read every key even when disabled, so their types are checked and they are not
+    // listed as ignored.
+    let authentication = r.string("Butler.configQRS.authentication")?;
+    let host = r.string("Butler.configQRS.host")?;
+    let port = r.port("Butler.configQRS.port", 4242)?;
+    let use_ssl = r.bool("Butler.configQRS.useSSL", true)?;
+    let reject_unauthorized = r.bool("Butler.configQRS.rejectUnauthorized", true)?;
+    let mut static_headers = Vec::new();
+    for (i, item) in r
+        .list("Butler.configQRS.headers.static")?
+        .iter()
+        .enumerate()
+    {
+        let field = |name: &str| match item.get(name) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(Value::Number(n)) => Ok(n.to_string()),
+            other => Err(ConfigError::invalid(
+                &format!("Butler.configQRS.headers.static[{i}].{name}"),
+                "a text value",
+                other.unwrap_or(&Value::Null),
+            )),
+        };
+        static_headers.push((field("name")?, field("value")?));
+    }
+    let cert_paths = (
+        r.string("Butler.cert.clientCert")?,
+        r.string("Butler.cert.clientCertKey")?,
+        r.string("Butler.cert.clientCertCA")?,
+    );
+
+    let filter_enabled = r.bool("Butler.startTaskFilter.enable", false)?;
+    let task_ids = r.string_list("Butler.startTaskFilter.allowTask.taskId")?;
+    let tags = r.string_list("Butler.startTaskFilter.allowTask.tag")?;
+    let mut custom_properties = Vec::new();
+    for (i, item) in r
+        .list("Butler.startTaskFilter.allowTask.customProperty")?
+        .iter()
+        .enumerate()
+    {
+        let field = |name: &str| match item.get(name) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(Value::Number(n)) => Ok(n.to_string()),
+            Some(Value::Bool(b)) => Ok(b.to_string()),
+            other => Err(ConfigError::invalid(
+                &format!("Butler.startTaskFilter.allowTask.customProperty[{i}].{name}"),
+                "a text value",
+                other.unwrap_or(&Value::Null),
+            )),
+        };
+        custom_properties.push((field("name")?, field("value")?));
+    }
+
+    let connect_timeout = millis(r, "ButlerEdge.qrs.connectTimeoutMs", 5_000)?;
+    let request_timeout = millis(r, "ButlerEdge.qrs.requestTimeoutMs", 15_000)?;
+    let max_concurrent_calls =
+        r.integer_or("ButlerEdge.qrs.maxConcurrentCalls", 1, 1024, 16)? as usize;
+    let wait_timeout = millis(r, "ButlerEdge.qrs.waitTimeoutMs", 300_000)?;
+    let wait_poll_interval = millis(r, "ButlerEdge.qrs.waitPollIntervalMs", 1_000)?;
+    let idempotency_retention = millis(r, "ButlerEdge.qrs.idempotencyRetentionMs", 86_400_000)?;
+
+    let mut qrs = QrsSettings {
+        host: host.unwrap_or_default(),
+        port,
+        use_ssl,
+        static_headers,
+        client_cert: PathBuf::from(cert_paths.0.unwrap_or_default()),
+        client_key: PathBuf::from(cert_paths.1.unwrap_or_default()),
+        root_ca: PathBuf::from(cert_paths.2.unwrap_or_default()),
+        reject_unauthorized,
+        connect_timeout,
+        request_timeout,
+    };
+    if enabled {
+        if let Some(a) = &authentication
+            && a != "certificates"
+        {
+            return Err(ConfigError::invalid(
+                "Butler.configQRS.authentication",
+                "certificates (the only QRS authentication butler-edge supports)",
+                &Value::String(a.clone()),
+            ));
+        }
+        qrs.host = required(
+            r,
+            "Butler.configQRS.host",
+            "the host name of the Sense server running QRS",
+        )?;
+        if use_ssl {
+            qrs.client_cert = required(
+                r,
+                "Butler.cert.clientCert",
+                "the path of Sense's exported client.pem",
+            )?
+            .into();
+            qrs.client_key = required(
+                r,
+                "Butler.cert.clientCertKey",
+                "the path of Sense's exported client_key.pem",
+            )?
+            .into();
+            if reject_unauthorized {
+                qrs.root_ca = required(
+                    r,
+                    "Butler.cert.clientCertCA",
+                    "the path of Sense's exported root.pem (or set Butler.configQRS.rejectUnauthorized: false)",
+                )?
+                .into();
+            }
+        }
+        if !qrs
+            .static_headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("X-Qlik-User"))
+        {
+            return Err(ConfigError::Invalid {
+                path: "Butler.configQRS.headers.static".to_string(),
+                expected: "an X-Qlik-User header (e.g. name: X-Qlik-User, value: UserDirectory=Internal;UserId=sa_repository)".to_string(),
+                found: "no X-Qlik-User entry".to_string(),
+            });
+        }
+    }
+
+    Ok(StartTaskConfig {
+        enabled,
+        qrs,
+        policy: StartTaskPolicy {
+            enabled: filter_enabled,
+            task_ids: task_ids.into_iter().collect(),
+            tags: tags.into_iter().collect(),
+            custom_properties: custom_properties.into_iter().collect(),
+        },
+        starter: StarterSettings {
+            max_concurrent_calls,
+            wait_timeout,
+            wait_poll_interval,
+        },
+        idempotency_retention,
+    })
+}
