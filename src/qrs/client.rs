@@ -282,7 +282,12 @@ impl QrsClient {
         path: &str,
         filter: Option<&str>,
     ) -> Result<T, QrsError> {
-        let (endpoint, body) = self.call(Method::GET, path, filter).await?;
+        // A GET changes nothing, so one that broke on a connection QRS had just closed
+        // (e.g. a reused keep-alive connection across a QRS restart) is sent once more.
+        let (endpoint, body) = match self.call(Method::GET, path, filter).await {
+            Err(QrsError::Broken { .. }) => self.call(Method::GET, path, filter).await?,
+            other => other?,
+        };
         parse_json(&endpoint, &body)
     }
 
@@ -432,21 +437,23 @@ fn error_chain(e: &(dyn StdError + 'static)) -> String {
     parts.join(": ")
 }
 
-/// Finds a rustls error in a chain; io::Error hides its inner error from `source()`, so it is
-/// unwrapped explicitly.
+/// Finds a rustls error in a chain. io::Error hides its inner error from `source()`, and
+/// connectors box errors, so both are unwrapped explicitly.
 fn find_rustls_error<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
     let mut current: Option<&(dyn StdError + 'static)> = Some(e);
+    let mut depth = 0;
     while let Some(err) = current {
+        depth += 1;
+        if depth > 32 {
+            return None;
+        }
         if let Some(tls) = err.downcast_ref::<rustls::Error>() {
             return Some(tls);
         }
         if let Some(io) = err.downcast_ref::<std::io::Error>()
             && let Some(inner) = io.get_ref()
         {
-            if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
-                return Some(tls);
-            }
-            current = inner.source();
+            current = Some(inner);
             continue;
         }
         current = err.source();

@@ -176,6 +176,8 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     connections: AtomicUsize,
+    /// Bumped to close every open connection (as a QRS restart would).
+    generation: tokio::sync::watch::Sender<u64>,
     in_flight: AtomicUsize,
 }
 
@@ -237,6 +239,7 @@ impl FakeQrs {
                 start_probe: None,
             }),
             connections: AtomicUsize::new(0),
+            generation: tokio::sync::watch::Sender::new(0),
             in_flight: AtomicUsize::new(0),
         });
         let stop = Arc::new(Notify::new());
@@ -337,10 +340,16 @@ impl FakeQrs {
         self.shared.lock().reset_at_accept = on;
     }
 
-    /// Presents a different server certificate (and trusts client certs from `client_ca`) for
-    /// connections accepted from now on.
+    /// Closes every open connection, as a QRS restart does.
+    pub fn drop_connections(&self) {
+        self.shared.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Presents a different certificate from now on and closes open connections (a
+    /// certificate change means a QRS restart).
     pub fn swap_server_cert(&self, server: &Issued, client_ca: &Ca) {
         self.shared.lock().server_config = server_config(server, client_ca);
+        self.drop_connections();
     }
 
     pub fn set_start_probe(&self, probe: StartProbe) {
@@ -374,6 +383,7 @@ async fn serve_connection(tcp: tokio::net::TcpStream, shared: Arc<Shared>) {
         return;
     };
     let reset_now = Arc::new(Notify::new());
+    let mut generation = shared.generation.subscribe();
     let service = {
         let shared = shared.clone();
         let reset_now = reset_now.clone();
@@ -395,6 +405,7 @@ async fn serve_connection(tcp: tokio::net::TcpStream, shared: Arc<Shared>) {
         _ = conn => {}
         // Dropping the connection (and its zero-linger socket) resets it.
         _ = reset_now.notified() => {}
+        _ = generation.changed() => {}
     }
 }
 

@@ -1,0 +1,897 @@
+//! Starting Sense tasks through QRS, against the real binary and the fake QRS: Butler's
+//! request and answer shapes, the allow-list, what QRS really received, key-value items
+//! committed before the start, QRS faults and certificates, `?wait=true` and
+//! `Idempotency-Key`.
+
+mod support;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::fake_qrs::{FakeQrs, FakeTask, FaultKind, status};
+use support::pki::{Ca, KeyKind, SenseCerts};
+use support::server::{Server, client, json_of, run_cli};
+
+const A: &str = "aaaaaaaa-0000-4000-8000-000000000001";
+const B: &str = "bbbbbbbb-0000-4000-8000-000000000002";
+const C: &str = "cccccccc-0000-4000-8000-000000000003";
+const D: &str = "dddddddd-0000-4000-8000-000000000004";
+const DISABLED: &str = "eeeeeeee-0000-4000-8000-000000000005";
+const UNKNOWN: &str = "ffffffff-0000-4000-8000-00000000dead";
+
+fn fixture() -> Vec<FakeTask> {
+    vec![
+        FakeTask::new(A, "Reload A")
+            .tag("nightly")
+            .cp("Group", "finance"),
+        FakeTask::new(B, "Reload B").tag("nightly"),
+        FakeTask::new(C, "Reload C").cp("Group", "finance"),
+        FakeTask::new(D, "Reload D")
+            .tag("R&D + it's 50%")
+            .cp("Owner's team", "Data & Analytics"),
+        FakeTask::new(DISABLED, "Reload disabled")
+            .tag("mixed")
+            .disabled(),
+    ]
+}
+
+/// What the config's QRS and filter sections say, beyond the defaults.
+struct Options {
+    qrs_host: &'static str,
+    reject_unauthorized: bool,
+    filter: &'static str,
+    edge_qrs: &'static str,
+    kv_enabled: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            qrs_host: "localhost",
+            reject_unauthorized: true,
+            filter: "",
+            edge_qrs: "",
+            kv_enabled: true,
+        }
+    }
+}
+
+struct Setup {
+    certs: SenseCerts,
+    qrs: FakeQrs,
+    server: Server,
+}
+
+fn config(certs: &SenseCerts, qrs_port: u16, o: &Options) -> String {
+    format!(
+        "\
+Butler:
+  logLevel: info
+  restServerConfig:
+    enable: true
+    serverHost: 127.0.0.1
+    serverPort: {{port}}
+  restServerEndpointsEnable:
+    apiListEnabledEndpoints: true
+    butlerping: true
+    keyValueStore: {kv}
+    senseStartTask: true
+  keyValueStore:
+    enable: {kv}
+    maxKeysPerNamespace: 1000
+  configQRS:
+    authentication: certificates
+    host: {host}
+    useSSL: true
+    port: {qrs_port}
+    headers:
+      static:
+        - name: X-Qlik-User
+          value: UserDirectory=Internal;UserId=sa_repository
+    rejectUnauthorized: {reject}
+  cert:
+    clientCert: {cert}
+    clientCertKey: {key}
+    clientCertCA: {ca}
+{filter}
+ButlerEdge:
+  qrs:
+    connectTimeoutMs: 1000
+    requestTimeoutMs: 2000
+    waitPollIntervalMs: 50
+{edge_qrs}
+",
+        kv = o.kv_enabled,
+        host = o.qrs_host,
+        reject = o.reject_unauthorized,
+        cert = certs.client.cert.display(),
+        key = certs.client.key.display(),
+        ca = certs.root.display(),
+        filter = o.filter,
+        edge_qrs = o.edge_qrs,
+    )
+}
+
+fn setup_with(key: KeyKind, o: Options) -> Setup {
+    let certs = SenseCerts::new(&["localhost"], key);
+    let qrs = FakeQrs::start(&certs.server, &certs.ca, fixture());
+    let server = Server::start(&config(&certs, qrs.port(), &o));
+    Setup { certs, qrs, server }
+}
+
+fn setup() -> Setup {
+    setup_with(KeyKind::RsaPkcs1, Options::default())
+}
+
+fn put(server: &Server, path: &str, body: Value) -> (u16, Value) {
+    json_of(
+        client()
+            .put(server.url(path))
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+            .unwrap(),
+    )
+}
+
+fn started_ids(list: &Value) -> Vec<String> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"))
+        .iter()
+        .map(|e| e["taskId"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+fn assert_butler_error(status: u16, body: &Value, expected: u16, part: &str) {
+    assert_eq!(status, expected, "body: {body}");
+    assert_eq!(body["statusCode"], json!(expected), "body: {body}");
+    assert!(body["error"].is_string(), "body: {body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(part),
+        "message {message:?} should contain {part:?}"
+    );
+}
+
+#[test]
+fn starts_by_id_tag_and_custom_property_once_each_listed_where_butler_lists_them() {
+    let s = setup();
+    let (status, body) = put(
+        &s.server,
+        &format!("/v4/reloadtask/{A}/start"),
+        json!([
+            {"type": "starttaskid", "payload": {"taskId": B}},
+            {"type": "starttasktag", "payload": {"tag": "nightly"}},
+            {"type": "starttaskcustomproperty", "payload": {"customPropertyName": "Group", "customPropertyValue": "finance"}},
+        ]),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(started_ids(&body["tasksId"]["started"]), vec![A, B]);
+    assert_eq!(body["tasksId"]["invalid"], json!([]));
+    assert_eq!(body["tasksId"]["denied"], json!([]));
+    assert_eq!(sorted(started_ids(&body["tasksTag"])), vec![A, B]);
+    assert_eq!(sorted(started_ids(&body["tasksCP"])), vec![A, C]);
+    assert_eq!(body["tasksTagDenied"], json!([]));
+    assert_eq!(body["tasksCPDenied"], json!([]));
+    assert_eq!(body["failed"], json!([]));
+    assert_eq!(body["tasksId"]["started"][0]["taskName"], "Reload A");
+    // Each entry carries QRS's execution session id; a task listed twice has one session.
+    let session_a = body["tasksId"]["started"][0]["executionSessionId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(session_a.len(), 36);
+    let tag_a = body["tasksTag"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["taskId"] == A)
+        .unwrap();
+    assert_eq!(tag_a["executionSessionId"], json!(session_a));
+
+    // QRS received exactly one start call per distinct task.
+    assert_eq!(sorted(s.qrs.start_calls()), vec![A, B, C]);
+    // All ids were checked in one lookup; the tag and the custom property each in one.
+    let calls = s.qrs.calls();
+    let lookups: Vec<&str> = calls
+        .iter()
+        .filter(|c| c.method == "GET")
+        .filter_map(|c| c.filter())
+        .collect();
+    assert_eq!(lookups.len(), 3, "{lookups:?}");
+    assert!(lookups.contains(&format!("id eq {A} or id eq {B}").as_str()));
+    assert!(lookups.contains(&"tags.name eq 'nightly'"));
+    assert!(lookups.contains(
+        &"(customProperties.definition.name eq 'Group') and (customProperties.value eq 'finance')"
+    ));
+    // Every call: a fresh 16-character xrfkey as query and header, and the static header.
+    let mut keys = std::collections::HashSet::new();
+    for call in &calls {
+        let q = call.query.get("xrfkey").expect("xrfkey query");
+        assert_eq!(Some(q.as_str()), call.header("x-qlik-xrfkey"));
+        assert_eq!(q.len(), 16);
+        assert!(keys.insert(q.clone()), "xrfkey {q} reused");
+        assert_eq!(
+            call.header("x-qlik-user"),
+            Some("UserDirectory=Internal;UserId=sa_repository")
+        );
+        assert_eq!(call.status, 200, "{call:?}");
+    }
+}
+
+#[test]
+fn invalid_unknown_and_all_ids_must_exist() {
+    let s = setup();
+    let upper = A.to_uppercase();
+    let body = json!([
+        {"type": "starttaskid", "payload": {"taskId": upper}},
+        {"type": "starttaskid", "payload": {"taskId": "abc"}},
+        {"type": "starttaskid", "payload": {"taskId": UNKNOWN}},
+        {"type": "starttaskid", "payload": {"taskId": B}},
+        {"type": "starttasktag", "payload": {"tag": "nightly"}},
+    ]);
+    // "-" means "only the body"; it is never reported as invalid.
+    let (status, r) = put(&s.server, "/v4/reloadtask/-/start", body.clone());
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        started_ids(&r["tasksId"]["invalid"]),
+        vec![upper.as_str(), "abc", UNKNOWN]
+    );
+    assert_eq!(started_ids(&r["tasksId"]["started"]), vec![B]);
+    assert_eq!(r["tasksId"]["denied"], json!([]));
+    assert_eq!(sorted(s.qrs.start_calls()), vec![A, B]);
+
+    // With allTaskIdsMustExist=true, no id-named task starts; the valid ones are denied.
+    // Tags are not affected.
+    s.qrs.clear_calls();
+    let (status, r) = put(
+        &s.server,
+        "/v4/reloadtask/-/start?allTaskIdsMustExist=true",
+        body,
+    );
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["tasksId"]["started"], json!([]));
+    assert_eq!(started_ids(&r["tasksId"]["denied"]), vec![B]);
+    assert_eq!(started_ids(&r["tasksId"]["invalid"]).len(), 3);
+    assert_eq!(sorted(started_ids(&r["tasksTag"])), vec![A, B]);
+    assert_eq!(sorted(s.qrs.start_calls()), vec![A, B]);
+
+    // All valid: started as usual.
+    s.qrs.clear_calls();
+    let (_, r) = put(
+        &s.server,
+        &format!("/v4/reloadtask/{C}/start?allTaskIdsMustExist=true"),
+        json!([]),
+    );
+    assert_eq!(started_ids(&r["tasksId"]["started"]), vec![C]);
+    assert_eq!(s.qrs.start_calls(), vec![C]);
+
+    // A malformed flag is a 400 in Butler's shape.
+    let (status, r) = put(
+        &s.server,
+        "/v4/reloadtask/-/start?allTaskIdsMustExist=yes",
+        json!([]),
+    );
+    assert_butler_error(status, &r, 400, "allTaskIdsMustExist");
+}
+
+#[test]
+fn allow_list_applies_per_request_kind() {
+    let s = setup_with(
+        KeyKind::EcP256Pkcs8,
+        Options {
+            filter: "  startTaskFilter:
+    enable: true
+    allowTask:
+      taskId:
+        - aaaaaaaa-0000-4000-8000-000000000001
+      tag:
+        - nightly
+      customProperty:
+        - name: Group
+          value: finance
+",
+            ..Options::default()
+        },
+    );
+    let (status, r) = put(
+        &s.server,
+        &format!("/v4/reloadtask/{B}/start"),
+        json!([
+            {"type": "starttaskid", "payload": {"taskId": A}},
+            {"type": "starttasktag", "payload": {"tag": "R&D + it's 50%"}},
+            {"type": "starttaskcustomproperty", "payload": {"customPropertyName": "Group", "customPropertyValue": "hr"}},
+            {"type": "starttaskcustomproperty", "payload": {"customPropertyName": "Group", "customPropertyValue": "finance"}},
+        ]),
+    );
+    assert_eq!(status, 200, "{r}");
+    // B carries the allowed tag "nightly", but named by id it must be on the id list.
+    assert_eq!(started_ids(&r["tasksId"]["denied"]), vec![B]);
+    assert_eq!(started_ids(&r["tasksId"]["started"]), vec![A]);
+    assert_eq!(r["tasksTagDenied"], json!([{"tag": "R&D + it's 50%"}]));
+    assert_eq!(
+        r["tasksCPDenied"],
+        json!([{"name": "Group", "value": "hr"}])
+    );
+    assert_eq!(sorted(started_ids(&r["tasksCP"])), vec![A, C]);
+    assert_eq!(sorted(s.qrs.start_calls()), vec![A, C]);
+    // A denied id is not even looked up.
+    assert!(
+        s.qrs
+            .calls()
+            .iter()
+            .filter_map(|c| c.filter())
+            .all(|f| !f.contains(B))
+    );
+}
+
+#[test]
+fn tasks_qrs_did_not_start_are_failed_never_started() {
+    let s = setup();
+    s.qrs
+        .add_fault(&format!("/qrs/task/{C}/start"), FaultKind::Status(503));
+    let (status, r) = put(
+        &s.server,
+        &format!("/v4/reloadtask/{DISABLED}/start"),
+        json!([
+            {"type": "starttaskid", "payload": {"taskId": C}},
+            {"type": "starttasktag", "payload": {"tag": "mixed"}},
+            {"type": "starttaskid", "payload": {"taskId": A}},
+        ]),
+    );
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(started_ids(&r["tasksId"]["started"]), vec![A]);
+    assert_eq!(r["tasksTag"], json!([]));
+    let failed = r["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 2, "{r}");
+    let reason = |id: &str| {
+        failed
+            .iter()
+            .find(|f| f["taskId"] == id)
+            .unwrap_or_else(|| panic!("{id} not in failed: {r}"))["reason"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(reason(DISABLED).contains("empty session id"), "{r}");
+    assert!(reason(C).contains("503"), "{r}");
+    assert!(
+        reason(C).contains(&format!("/qrs/task/{C}/start/synchronous")),
+        "{r}"
+    );
+    assert_eq!(failed[0]["taskName"], "Reload disabled");
+    // QRS was asked to start the disabled task once, although named by id and tag.
+    assert_eq!(sorted(s.qrs.start_calls()), vec![A, C, DISABLED]);
+}
+
+/// A raw HTTP/1.1 GET on loopback from inside the fake QRS (no client library there).
+fn probe_url(port: u16, path: String) -> Pin<Box<dyn Future<Output = String> + Send>> {
+    Box::pin(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(mut tcp) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+            return "connect failed".to_string();
+        };
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+        if tcp.write_all(request.as_bytes()).await.is_err() {
+            return "write failed".to_string();
+        }
+        let mut out = Vec::new();
+        let _ = tcp.read_to_end(&mut out).await;
+        let text = String::from_utf8_lossy(&out).into_owned();
+        text.split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_string())
+            .unwrap_or(text)
+    })
+}
+
+#[test]
+fn key_values_are_committed_before_the_task_starts_butler_subs_shapes() {
+    let s = setup();
+    let port = s.server.port;
+    s.qrs.set_start_probe(Arc::new(move |_task| {
+        probe_url(
+            port,
+            "/v4/keyvalues/MyNamespace?key=An%20important%20key".to_string(),
+        )
+    }));
+    // StartTask_KeyValue in butler_subs.qvs: POST + X-HTTP-Method-Override: PUT, ttl as a
+    // string.
+    let body = r#"[{"type":"keyvaluestore","payload":{"namespace":"MyNamespace","key":"An important key","value":"The value","ttl":"3000"}}]"#;
+    let (status, r) = json_of(
+        client()
+            .post(s.server.url(&format!("/v4/reloadtask/{A}/start")))
+            .header("X-HTTP-Method-Override", "PUT")
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(started_ids(&r["tasksId"]["started"]), vec![A]);
+    let start = s
+        .qrs
+        .calls()
+        .into_iter()
+        .find(|c| c.method == "POST")
+        .expect("start call");
+    let seen: Value = serde_json::from_str(start.probe.as_deref().unwrap_or("")).unwrap();
+    assert_eq!(
+        seen,
+        json!({"namespace": "MyNamespace", "key": "An important key", "value": "The value"}),
+        "what the started app's script could read when QRS started it"
+    );
+    // The TTL counts: gone after 3 s.
+    std::thread::sleep(Duration::from_millis(3300));
+    let (status, _) = json_of(
+        client()
+            .get(
+                s.server
+                    .url("/v4/keyvalues/MyNamespace?key=An%20important%20key"),
+            )
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 400);
+
+    // StartTask in butler_subs.qvs: POST + override, no body at all.
+    s.qrs.clear_calls();
+    let (status, r) = json_of(
+        client()
+            .post(s.server.url(&format!("/v4/reloadtask/{B}/start")))
+            .header("X-HTTP-Method-Override", "PUT")
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(started_ids(&r["tasksId"]["started"]), vec![B]);
+    assert_eq!(s.qrs.start_calls(), vec![B]);
+}
+
+#[test]
+fn tags_and_custom_properties_with_quotes_ampersands_and_plus_signs() {
+    let s = setup();
+    let (status, r) = put(
+        &s.server,
+        "/v4/reloadtask/-/start",
+        json!([
+            {"type": "starttasktag", "payload": {"tag": "R&D + it's 50%"}},
+            {"type": "starttaskcustomproperty", "payload": {"customPropertyName": "Owner's team", "customPropertyValue": "Data & Analytics"}},
+            // QRS matches each condition on its own: A has Group=finance, D has
+            // Owner's team=…; no task has Group="Data & Analytics", so nothing matches.
+            {"type": "starttaskcustomproperty", "payload": {"customPropertyName": "Group", "customPropertyValue": "Data & Analytics"}},
+        ]),
+    );
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(started_ids(&r["tasksTag"]), vec![D]);
+    assert_eq!(started_ids(&r["tasksCP"]), vec![D]);
+    assert_eq!(s.qrs.start_calls(), vec![D]);
+    let filters: Vec<String> = s
+        .qrs
+        .calls()
+        .iter()
+        .filter_map(|c| c.filter().map(str::to_string))
+        .collect();
+    assert!(filters.contains(&"tags.name eq 'R&D + it''s 50%'".to_string()));
+}
+
+#[test]
+fn key_formats_sense_exports_and_others_all_work() {
+    for key in [KeyKind::RsaPkcs8, KeyKind::EcP256Sec1] {
+        let s = setup_with(key, Options::default());
+        let (status, r) = put(&s.server, &format!("/v4/reloadtask/{A}/start"), json!([]));
+        assert_eq!(status, 200, "{key:?}: {r}");
+        assert_eq!(s.qrs.start_calls(), vec![A], "{key:?}");
+        let _ = &s.certs;
+    }
+}
+
+#[test]
+fn unreachable_qrs_is_a_502_naming_host_and_cause_and_nothing_is_stored_or_started() {
+    let s = setup();
+    let port = s.qrs.port();
+    drop(s.qrs); // nothing listens there now
+    let started = Instant::now();
+    let (status, r) = put(
+        &s.server,
+        &format!("/v4/reloadtask/{A}/start"),
+        json!([{"type": "keyvaluestore", "payload": {"namespace": "ns", "key": "k", "value": "v"}}]),
+    );
+    assert_butler_error(status, &r, 502, &format!("localhost:{port}"));
+    let message = r["message"].as_str().unwrap();
+    assert!(message.contains("cannot reach QRS"), "{message}");
+    assert!(message.contains("no task was started"), "{message}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let (status, _) = json_of(
+        client()
+            .get(s.server.url("/v4/keyvalues/ns?key=k"))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 400, "the key-value item must not be stored");
+}
+
+#[test]
+fn hanging_resetting_and_failing_qrs_answers_within_bounds() {
+    let s = setup();
+    // A lookup that hangs: 502 after the request timeout (2 s), nothing started.
+    s.qrs.add_fault("/qrs/task", FaultKind::Hang);
+    let started = Instant::now();
+    let (status, r) = put(&s.server, &format!("/v4/reloadtask/{A}/start"), json!([]));
+    let elapsed = started.elapsed();
+    assert_butler_error(status, &r, 502, "did not answer");
+    assert!(r["message"].as_str().unwrap().contains("2000 ms"), "{r}");
+    assert!(
+        elapsed >= Duration::from_millis(1900) && elapsed < Duration::from_secs(4),
+        "{elapsed:?}"
+    );
+    assert!(s.qrs.start_calls().is_empty());
+
+    // A start that hangs or resets: the task is reported failed, with the doubt said.
+    s.qrs.clear_faults();
+    s.qrs.clear_calls();
+    s.qrs
+        .add_fault(&format!("/qrs/task/{A}/start"), FaultKind::Hang);
+    s.qrs
+        .add_fault(&format!("/qrs/task/{B}/start"), FaultKind::Reset);
+    let started = Instant::now();
+    let (status, r) = put(
+        &s.server,
+        "/v4/reloadtask/-/start",
+        json!([
+            {"type": "starttaskid", "payload": {"taskId": A}},
+            {"type": "starttaskid", "payload": {"taskId": B}},
+            {"type": "starttaskid", "payload": {"taskId": C}},
+        ]),
+    );
+    assert_eq!(status, 200, "{r}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_eq!(started_ids(&r["tasksId"]["started"]), vec![C]);
+    let failed = r["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 2, "{r}");
+    for f in failed {
+        assert!(
+            f["reason"]
+                .as_str()
+                .unwrap()
+                .contains("may still have started"),
+            "{f}"
+        );
+    }
+
+    // A QRS 500 on a lookup: 502 with QRS's status and message.
+    s.qrs.clear_faults();
+    s.qrs.add_fault("/qrs/task/full", FaultKind::Status(500));
+    let (status, r) = put(
+        &s.server,
+        "/v4/reloadtask/-/start",
+        json!([{"type": "starttasktag", "payload": {"tag": "nightly"}}]),
+    );
+    assert_butler_error(status, &r, 502, "answered 500");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("injected by fake QRS"),
+        "{r}"
+    );
+}
+
+#[test]
+fn an_untrusted_qrs_certificate_is_refused() {
+    let s = setup();
+    let (status, _) = put(&s.server, &format!("/v4/reloadtask/{A}/start"), json!([]));
+    assert_eq!(status, 200);
+    // QRS now presents a certificate from a CA we do not trust (e.g. an attacker's).
+    let rogue = Ca::new("Rogue CA").server_cert(&["localhost"]);
+    s.qrs.swap_server_cert(&rogue, &s.certs.ca);
+    s.qrs.clear_calls();
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, r) = put(&s.server, &format!("/v4/reloadtask/{B}/start"), json!([]));
+    assert_butler_error(status, &r, 502, "TLS handshake with QRS");
+    let message = r["message"].as_str().unwrap();
+    assert!(message.contains("Butler.cert.clientCertCA"), "{message}");
+    assert!(!s.qrs.start_calls().contains(&B.to_string()));
+}
+
+#[test]
+fn connecting_by_ip_to_a_certificate_naming_a_host_says_what_to_change() {
+    let s = setup_with(
+        KeyKind::RsaPkcs1,
+        Options {
+            qrs_host: "127.0.0.1",
+            ..Options::default()
+        },
+    );
+    let (status, r) = put(&s.server, &format!("/v4/reloadtask/{A}/start"), json!([]));
+    assert_butler_error(status, &r, 502, "not valid for the IP address 127.0.0.1");
+    let message = r["message"].as_str().unwrap();
+    assert!(message.contains("localhost"), "{message}");
+    assert!(message.contains("Butler.configQRS.host"), "{message}");
+    assert!(s.qrs.calls().is_empty());
+}
+
+#[test]
+fn reject_unauthorized_false_skips_verification_and_warns() {
+    let s = setup_with(
+        KeyKind::RsaPkcs1,
+        Options {
+            qrs_host: "127.0.0.1",
+            reject_unauthorized: false,
+            ..Options::default()
+        },
+    );
+    let rogue = Ca::new("Self-signed Sense").server_cert(&["sense.example"]);
+    s.qrs.swap_server_cert(&rogue, &s.certs.ca);
+    let (status, r) = put(&s.server, &format!("/v4/reloadtask/{A}/start"), json!([]));
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(s.qrs.start_calls(), vec![A]);
+    assert!(
+        s.server.log().contains("rejectUnauthorized is false"),
+        "{}",
+        s.server.log()
+    );
+}
+
+#[test]
+fn connections_to_qrs_are_reused() {
+    let s = setup();
+    for _ in 0..20 {
+        let (status, _) = put(&s.server, &format!("/v4/reloadtask/{A}/start"), json!([]));
+        assert_eq!(status, 200);
+    }
+    assert_eq!(s.qrs.start_calls().len(), 20);
+    assert!(
+        s.qrs.connections() <= 2,
+        "{} TLS connections for 40 sequential QRS calls",
+        s.qrs.connections()
+    );
+}
+
+#[test]
+fn wait_true_reports_how_each_run_ended() {
+    let s = setup_with(
+        KeyKind::EcP256Pkcs8,
+        Options {
+            edge_qrs: "    waitTimeoutMs: 1500\n",
+            ..Options::default()
+        },
+    );
+    s.qrs.set_tasks(vec![
+        FakeTask::new(A, "Quick ok").runs(Duration::from_millis(300), status::FINISHED_SUCCESS),
+        FakeTask::new(B, "Quick fail").runs(Duration::from_millis(200), status::FINISHED_FAIL),
+        FakeTask::new(C, "Slow").runs(Duration::from_secs(30), status::FINISHED_SUCCESS),
+    ]);
+    let (status, r) = put(
+        &s.server,
+        &format!("/v4/reloadtask/{A}/start?wait=true"),
+        json!([{"type": "starttaskid", "payload": {"taskId": B}}]),
+    );
+    assert_eq!(status, 200, "{r}");
+    let started = r["tasksId"]["started"].as_array().unwrap();
+    assert_eq!(started[0]["executionStatus"], "FinishedSuccess", "{r}");
+    assert_eq!(started[1]["executionStatus"], "FinishedFail", "{r}");
+    assert_eq!(r["wait"], json!({"complete": true, "timeoutMs": 1500}));
+    assert!(
+        s.qrs
+            .calls()
+            .iter()
+            .any(|c| c.path.starts_with("/qrs/executionsession/") && c.status == 404)
+    );
+
+    let t = Instant::now();
+    let (status, r) = put(
+        &s.server,
+        &format!("/v4/reloadtask/{C}/start?wait=true"),
+        json!([]),
+    );
+    assert_eq!(status, 200, "{r}");
+    assert!(
+        t.elapsed() < Duration::from_millis(3000),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        r["tasksId"]["started"][0]["executionStatus"],
+        "StillRunning"
+    );
+    assert_eq!(r["wait"]["complete"], false);
+
+    // Without wait, Butler's shape plus the session id only.
+    let (_, r) = put(&s.server, &format!("/v4/reloadtask/{A}/start"), json!([]));
+    assert!(r["tasksId"]["started"][0].get("executionStatus").is_none());
+    assert!(r.get("wait").is_none());
+}
+
+#[test]
+fn idempotency_key_returns_the_first_answer_even_after_a_restart() {
+    let mut s = setup();
+    let send = |server: &Server, key: &str, body: &str| {
+        let response = client()
+            .put(server.url(&format!("/v4/reloadtask/{A}/start")))
+            .header("Content-Type", "application/json")
+            .header("Idempotency-Key", key)
+            .body(body.to_string())
+            .send()
+            .unwrap();
+        let replayed = response.headers().get("idempotent-replayed").is_some();
+        let (status, body) = json_of(response);
+        (status, body, replayed)
+    };
+    let (status, first, replayed) = send(&s.server, "order-4711", "[]");
+    assert_eq!(status, 200);
+    assert!(!replayed);
+    let (status, again, replayed) = send(&s.server, "order-4711", "[]");
+    assert_eq!(status, 200);
+    assert!(replayed);
+    assert_eq!(first, again);
+    assert_eq!(s.qrs.start_calls(), vec![A]);
+
+    // The same key for a different request is refused.
+    let (status, r, _) = send(
+        &s.server,
+        "order-4711",
+        &json!([{"type": "starttaskid", "payload": {"taskId": B}}]).to_string(),
+    );
+    assert_butler_error(status, &r, 422, "order-4711");
+
+    // Kept durably: after a restart the retry still does not start the task again.
+    assert!(s.server.terminate().success());
+    s.server.restart();
+    let (status, after, replayed) = send(&s.server, "order-4711", "[]");
+    assert_eq!(status, 200);
+    assert!(replayed);
+    assert_eq!(first, after);
+    assert_eq!(s.qrs.start_calls(), vec![A]);
+
+    // Concurrent requests with one key start the task once.
+    s.qrs.clear_calls();
+    s.qrs.add_fault(
+        "/start/synchronous",
+        FaultKind::Delay(Duration::from_millis(200)),
+    );
+    let port = s.server.port;
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                client()
+                    .put(format!("http://127.0.0.1:{port}/v4/reloadtask/{A}/start"))
+                    .header("Idempotency-Key", "concurrent-1")
+                    .body("[]")
+                    .send()
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), 200);
+    }
+    assert_eq!(s.qrs.start_calls(), vec![A]);
+}
+
+#[test]
+fn malformed_requests_are_400s_in_butlers_shape_and_start_nothing() {
+    let s = setup();
+    let cases: Vec<(&str, &str)> = vec![
+        ("{\"type\":\"starttaskid\"}", "body must be array"),
+        ("[1]", "body/0 must be object"),
+        ("[{\"type\":\"starttask\",\"payload\":{}}]", "body/0/type"),
+        (
+            "[{\"type\":\"starttaskid\"}]",
+            "body/0/payload must be object",
+        ),
+        (
+            "[{\"type\":\"starttaskid\",\"payload\":{\"taskId\":5}}]",
+            "body/0/payload/taskId must be string",
+        ),
+        (
+            "[{\"type\":\"keyvaluestore\",\"payload\":{\"namespace\":\"n\",\"key\":\"k\",\"value\":\"v\",\"ttl\":\"soon\"}}]",
+            "ttl",
+        ),
+        (
+            "[{\"type\":\"keyvaluestore\",\"payload\":{\"namespace\":\"n\",\"value\":\"v\"}}]",
+            "body/0/payload/key",
+        ),
+        ("[{", "not valid JSON"),
+    ];
+    for (body, part) in cases {
+        let (status, r) = json_of(
+            client()
+                .put(s.server.url(&format!("/v4/reloadtask/{A}/start")))
+                .header("Content-Type", "application/json")
+                .body(body)
+                .send()
+                .unwrap(),
+        );
+        assert_butler_error(status, &r, 400, part);
+    }
+    assert!(s.qrs.calls().is_empty());
+    let (status, r) = put(&s.server, "/v4/reloadtask//start", json!([]));
+    assert_butler_error(status, &r, 400, "task ID");
+    // The endpoint is listed as enabled.
+    let (_, list) = json_of(
+        client()
+            .get(s.server.url("/v4/configfile/endpointsenabled"))
+            .send()
+            .unwrap(),
+    );
+    assert!(list.as_array().unwrap().contains(&json!("senseStartTask")));
+}
+
+#[test]
+fn disabled_endpoint_is_a_404_and_config_errors_name_the_key() {
+    let server = Server::start(support::server::KV_CONFIG);
+    let (status, r) = put(&server, &format!("/v4/reloadtask/{A}/start"), json!([]));
+    assert_butler_error(status, &r, 404, "reloadtask");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(
+        &path,
+        "Butler:\n  restServerEndpointsEnable:\n    senseStartTask: true\n  configQRS:\n    host: sense.example\n  cert:\n    clientCert: <path/to/cert/client.pem>\n",
+    )
+    .unwrap();
+    let (code, _, err) = run_cli(&["check-config", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("Butler.cert.clientCert"), "{err}");
+    assert!(err.contains("<path/to/cert/client.pem>"), "{err}");
+}
+
+#[test]
+fn check_config_lists_qrs_and_certificate_expiry() {
+    let certs = SenseCerts::new(&["localhost"], KeyKind::RsaPkcs1);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(
+        &path,
+        config(&certs, 4242, &Options::default()).replace("{port}", "8080"),
+    )
+    .unwrap();
+    let (code, out, err) = run_cli(&["check-config", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("start task: QRS at https://localhost:4242"),
+        "{out}"
+    );
+    assert!(out.contains("client.pem"), "{out}");
+    assert!(out.contains("root.pem"), "{out}");
+    assert!(out.contains("QlikClient"), "{out}");
+}
+
+#[test]
+fn a_missing_client_key_file_stops_start_up_with_the_file_named() {
+    let certs = SenseCerts::new(&["localhost"], KeyKind::RsaPkcs1);
+    std::fs::remove_file(&certs.client.key).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    let port = support::server::free_port();
+    std::fs::write(
+        &path,
+        config(&certs, 4242, &Options::default()).replace("{port}", &port.to_string()),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let (code, _, err) = run_cli(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("Butler.cert.clientCertKey"), "{err}");
+    assert!(err.contains("client_key.pem"), "{err}");
+}
