@@ -895,3 +895,91 @@ fn a_missing_client_key_file_stops_start_up_with_the_file_named() {
     assert!(err.contains("Butler.cert.clientCertKey"), "{err}");
     assert!(err.contains("client_key.pem"), "{err}");
 }
+
+/// Measures start-task latency overhead and throughput; prints figures, asserts only that
+/// every request succeeded. Run with
+/// `cargo test --test start_task -- --ignored --nocapture measure_start_task` (add
+/// `--release` for release figures).
+#[test]
+#[ignore]
+fn measure_start_task_overhead_and_throughput() {
+    const DELAY_MS: u64 = 2;
+    let s = setup_with(
+        KeyKind::RsaPkcs1,
+        Options {
+            edge_qrs: "    maxConcurrentCalls: 64\n",
+            ..Options::default()
+        },
+    );
+    s.qrs
+        .add_fault("/qrs/", FaultKind::Delay(Duration::from_millis(DELAY_MS)));
+    let path = format!("/v4/reloadtask/{A}/start");
+    let one = |server: &Server| {
+        let t = Instant::now();
+        let response = client().put(server.url(&path)).body("[]").send().unwrap();
+        assert_eq!(response.status(), 200);
+        let _ = response.bytes();
+        t.elapsed()
+    };
+    for _ in 0..50 {
+        one(&s.server);
+    }
+    // One caller: each request makes two QRS calls (lookup, start). Overhead is the
+    // caller's latency minus the time the fake QRS itself took for those two calls.
+    s.qrs.clear_calls();
+    let latencies: Vec<Duration> = (0..500).map(|_| one(&s.server)).collect();
+    let calls = s.qrs.calls();
+    assert_eq!(calls.len(), 1000);
+    let mut overheads: Vec<Duration> = latencies
+        .iter()
+        .enumerate()
+        .map(|(i, l)| l.saturating_sub(calls[2 * i].handled_in + calls[2 * i + 1].handled_in))
+        .collect();
+    let mut totals = latencies.clone();
+    totals.sort();
+    overheads.sort();
+    let ms = |d: Duration| d.as_micros() as f64 / 1000.0;
+    let pct = |v: &[Duration], p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)];
+    let mut fake: Vec<Duration> = calls.iter().map(|c| c.handled_in).collect();
+    fake.sort();
+    println!(
+        "1 caller, fake QRS delay {DELAY_MS} ms per call (2 calls per request, fake's own time \
+         per call p50 {:.2} ms): total p50 {:.2} ms, p99 {:.2} ms; our overhead p50 {:.2} ms, \
+         p99 {:.2} ms",
+        ms(pct(&fake, 0.5)),
+        ms(pct(&totals, 0.5)),
+        ms(pct(&totals, 0.99)),
+        ms(pct(&overheads, 0.5)),
+        ms(pct(&overheads, 0.99)),
+    );
+
+    // 16 concurrent callers for 3 s.
+    let port = s.server.port;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    let r = client()
+                        .put(format!("http://127.0.0.1:{port}{path}"))
+                        .body("[]")
+                        .send()
+                        .unwrap();
+                    assert_eq!(r.status(), 200);
+                    let _ = r.bytes();
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let total: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    println!(
+        "16 callers: {:.0} start requests/s ({total} in 3 s); QRS TLS connections opened: {}",
+        total as f64 / 3.0,
+        s.qrs.connections()
+    );
+    assert_eq!(s.qrs.start_calls().len() as u64, 500 + total);
+}

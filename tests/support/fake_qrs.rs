@@ -117,6 +117,8 @@ pub struct Call {
     pub connection: usize,
     /// What the start probe returned, for start calls when a probe is set.
     pub probe: Option<String>,
+    /// How long the fake took to answer (its own delay included), for overhead figures.
+    pub handled_in: Duration,
 }
 
 impl Call {
@@ -455,6 +457,7 @@ async fn handle(
         at: Instant::now(),
         connection,
         probe: None,
+        handled_in: Duration::ZERO,
     };
 
     let fault = {
@@ -499,6 +502,7 @@ async fn handle(
         route(&method, &path, &query, shared, &mut call).await
     };
     call.status = response.status().as_u16();
+    call.handled_in = call.at.elapsed();
     shared.lock().calls.push(call);
     response
 }
