@@ -231,9 +231,9 @@ impl Starter {
     {
         let mut report = StartReport::default();
 
-        // 1. Task ids: the path id first, then the body's, in order (as Butler).
-        let mut id_candidates: Vec<String> = Vec::new();
-        let mut invalid: Vec<TaskIdOnly> = Vec::new();
+        // 1. Task ids: the path id first, then the body's, in order (as Butler). Malformed
+        //    and unknown ids are reported as invalid in that order once QRS has answered.
+        let mut ids: Vec<(&String, bool)> = Vec::new(); // (id, well-formed and allowed)
         let path_id = (request.path_task_id != "-").then_some(&request.path_task_id);
         let body_ids = request.items.iter().filter_map(|i| match i {
             BodyItem::TaskId(id) => Some(id),
@@ -241,18 +241,21 @@ impl Starter {
         });
         for id in path_id.into_iter().chain(body_ids) {
             if !is_task_guid(id) {
-                invalid.push(TaskIdOnly {
-                    task_id: id.clone(),
-                });
+                ids.push((id, false));
             } else if !policy.allows_task_id(id) {
                 tracing::warn!(task_id = %id, "start task: task id not on the allow list");
                 report.tasks_id.denied.push(TaskIdOnly {
                     task_id: id.clone(),
                 });
             } else {
-                id_candidates.push(id.clone());
+                ids.push((id, true));
             }
         }
+        let id_candidates: Vec<String> = ids
+            .iter()
+            .filter(|(_, ok)| *ok)
+            .map(|(id, _)| (*id).clone())
+            .collect();
 
         // 2. Tags and custom properties through the allow list.
         let mut tags: Vec<&str> = Vec::new();
@@ -292,15 +295,14 @@ impl Starter {
         .map_err(StartError::Qrs)?;
 
         let mut id_tasks: Vec<TaskInfo> = Vec::new();
-        for id in &id_candidates {
-            match known.get(id.as_str()) {
+        for (id, well_formed) in &ids {
+            match known.get(id.as_str()).filter(|_| *well_formed) {
                 Some(task) => id_tasks.push(task.clone()),
-                None => invalid.push(TaskIdOnly {
-                    task_id: id.clone(),
+                None => report.tasks_id.invalid.push(TaskIdOnly {
+                    task_id: (*id).clone(),
                 }),
             }
         }
-        report.tasks_id.invalid = invalid;
         if request.all_task_ids_must_exist && !report.tasks_id.invalid.is_empty() {
             report
                 .tasks_id

@@ -232,10 +232,10 @@ fn invalid_unknown_and_all_ids_must_exist() {
     let s = setup();
     let upper = A.to_uppercase();
     let body = json!([
-        {"type": "starttaskid", "payload": {"taskId": upper}},
-        {"type": "starttaskid", "payload": {"taskId": "abc"}},
         {"type": "starttaskid", "payload": {"taskId": UNKNOWN}},
+        {"type": "starttaskid", "payload": {"taskId": upper}},
         {"type": "starttaskid", "payload": {"taskId": B}},
+        {"type": "starttaskid", "payload": {"taskId": "abc"}},
         {"type": "starttasktag", "payload": {"tag": "nightly"}},
     ]);
     // "-" means "only the body"; it is never reported as invalid.
@@ -243,7 +243,8 @@ fn invalid_unknown_and_all_ids_must_exist() {
     assert_eq!(status, 200, "{r}");
     assert_eq!(
         started_ids(&r["tasksId"]["invalid"]),
-        vec![upper.as_str(), "abc", UNKNOWN]
+        vec![UNKNOWN, upper.as_str(), "abc"],
+        "in request order, as Butler"
     );
     assert_eq!(started_ids(&r["tasksId"]["started"]), vec![B]);
     assert_eq!(r["tasksId"]["denied"], json!([]));
