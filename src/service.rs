@@ -113,6 +113,17 @@ fn start_task_state(config: &Config, store: Store) -> Result<StartTaskState, Sta
              point Butler.cert.clientCertCA at Sense's root.pem"
         );
     }
+    if settings.qrs.use_ssl
+        && settings.qrs.reject_unauthorized
+        && settings.qrs.host.parse::<std::net::IpAddr>().is_ok()
+    {
+        tracing::warn!(
+            host = %settings.qrs.host,
+            "Butler.configQRS.host is an IP address, but QRS's certificate normally names the \
+             Sense server's host name only; if QRS calls fail with a certificate name error, set \
+             Butler.configQRS.host to that host name"
+        );
+    }
     if !settings.qrs.use_ssl {
         tracing::warn!(host = %settings.qrs.host, "Butler.configQRS.useSSL is false: QRS is called over plain HTTP");
     }

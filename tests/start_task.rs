@@ -572,6 +572,21 @@ fn hanging_resetting_and_failing_qrs_answers_within_bounds() {
         );
     }
 
+    // A QRS host that accepts connections but never completes the TLS handshake: 502
+    // within the connect timeout (1 s).
+    s.qrs.clear_faults();
+    s.qrs.hang_at_accept(true);
+    s.qrs.drop_connections();
+    std::thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    let (status, r) = put(&s.server, &format!("/v4/reloadtask/{A}/start"), json!([]));
+    let elapsed = started.elapsed();
+    assert_butler_error(status, &r, 502, "cannot reach QRS");
+    assert!(r["message"].as_str().unwrap().contains("1000 ms"), "{r}");
+    assert!(elapsed < Duration::from_millis(2500), "{elapsed:?}");
+    s.qrs.hang_at_accept(false);
+    s.qrs.drop_connections();
+
     // A QRS 500 on a lookup: 502 with QRS's status and message.
     s.qrs.clear_faults();
     s.qrs.add_fault("/qrs/task/full", FaultKind::Status(500));
@@ -904,7 +919,11 @@ fn a_missing_client_key_file_stops_start_up_with_the_file_named() {
 #[test]
 #[ignore]
 fn measure_start_task_overhead_and_throughput() {
-    const DELAY_MS: u64 = 2;
+    // The fake QRS's added delay per call; 2 ms unless START_TASK_QRS_DELAY_MS says otherwise.
+    let delay_ms: u64 = std::env::var("START_TASK_QRS_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
     let s = setup_with(
         KeyKind::RsaPkcs1,
         Options {
@@ -912,8 +931,10 @@ fn measure_start_task_overhead_and_throughput() {
             ..Options::default()
         },
     );
-    s.qrs
-        .add_fault("/qrs/", FaultKind::Delay(Duration::from_millis(DELAY_MS)));
+    if delay_ms > 0 {
+        s.qrs
+            .add_fault("/qrs/", FaultKind::Delay(Duration::from_millis(delay_ms)));
+    }
     let path = format!("/v4/reloadtask/{A}/start");
     let one = |server: &Server| {
         let t = Instant::now();
@@ -944,7 +965,7 @@ fn measure_start_task_overhead_and_throughput() {
     let mut fake: Vec<Duration> = calls.iter().map(|c| c.handled_in).collect();
     fake.sort();
     println!(
-        "1 caller, fake QRS delay {DELAY_MS} ms per call (2 calls per request, fake's own time \
+        "1 caller, fake QRS delay {delay_ms} ms per call (2 calls per request, fake's own time \
          per call p50 {:.2} ms): total p50 {:.2} ms, p99 {:.2} ms; our overhead p50 {:.2} ms, \
          p99 {:.2} ms",
         ms(pct(&fake, 0.5)),

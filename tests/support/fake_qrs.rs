@@ -172,6 +172,7 @@ struct State {
     executions: HashMap<String, Execution>,
     server_config: Arc<rustls::ServerConfig>,
     reset_at_accept: bool,
+    hang_at_accept: bool,
     start_probe: Option<StartProbe>,
 }
 
@@ -238,6 +239,7 @@ impl FakeQrs {
                 executions: HashMap::new(),
                 server_config: config,
                 reset_at_accept: false,
+                hang_at_accept: false,
                 start_probe: None,
             }),
             connections: AtomicUsize::new(0),
@@ -342,6 +344,11 @@ impl FakeQrs {
         self.shared.lock().reset_at_accept = on;
     }
 
+    /// Accepts new TCP connections but never answers the TLS handshake (a hung QRS host).
+    pub fn hang_at_accept(&self, on: bool) {
+        self.shared.lock().hang_at_accept = on;
+    }
+
     /// Closes every open connection, as a QRS restart does.
     pub fn drop_connections(&self) {
         self.shared.generation.send_modify(|g| *g += 1);
@@ -370,15 +377,20 @@ impl Drop for FakeQrs {
 
 async fn serve_connection(tcp: tokio::net::TcpStream, shared: Arc<Shared>) {
     let connection = shared.connections.fetch_add(1, Ordering::SeqCst) + 1;
-    let (config, reset) = {
+    let (config, reset, hang) = {
         let s = shared.lock();
-        (s.server_config.clone(), s.reset_at_accept)
+        (s.server_config.clone(), s.reset_at_accept, s.hang_at_accept)
     };
     let _ = tcp.set_nodelay(true);
     // Zero linger makes dropping the socket send RST instead of FIN: used for both resets.
     let _ = tcp.set_zero_linger();
     if reset {
         drop(tcp);
+        return;
+    }
+    if hang {
+        let mut generation = shared.generation.subscribe();
+        let _ = generation.changed().await;
         return;
     }
     let Ok(tls) = tokio_rustls::TlsAcceptor::from(config).accept(tcp).await else {
