@@ -10,7 +10,7 @@
 //!   (`eq`, `and`, `or`, parentheses, `'…'` strings with `''` escaping), the query percent-decoded
 //!   the way .NET does it (`+` is a space); a condition on a collection (tags, custom properties)
 //!   matches when any element matches, each condition on its own, as QRS does;
-//! - `POST /qrs/task/{id}/start/synchronous` → `{"value":"<session id>"}`, the all-zero id for a
+//! - `POST /qrs/task/{id}/start/synchronous` → 201 `{"value":"<session id>"}`, the all-zero id for a
 //!   disabled task, 404 for an unknown task;
 //! - `GET /qrs/executionsession/{id}` → 200 while the task "runs", 404 once finished;
 //!   `GET /qrs/executionresult?filter=ExecutionId eq <id>` → the execution result with QRS's
@@ -299,7 +299,7 @@ impl FakeQrs {
         self.shared.lock().calls.clear();
     }
 
-    /// Task ids of start calls QRS answered with 2xx (disabled tasks included), in order.
+    /// Task ids of every start call received (whatever the answer, faults included), in order.
     pub fn start_calls(&self) -> Vec<String> {
         self.calls()
             .iter()
@@ -564,7 +564,7 @@ async fn route(
                 call.probe = Some(probe(task.id.clone()).await);
             }
             if !task.enabled {
-                return json_response(200, &json!({ "value": ZERO_GUID }));
+                return json_response(201, &json!({ "value": ZERO_GUID }));
             }
             let session = random_guid();
             shared.lock().executions.insert(
@@ -576,7 +576,7 @@ async fn route(
                     final_status: task.final_status,
                 },
             );
-            json_response(200, &json!({ "value": session }))
+            json_response(201, &json!({ "value": session }))
         }
         ("GET", ["qrs", "executionsession", id]) => {
             let s = shared.lock();
