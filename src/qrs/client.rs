@@ -338,6 +338,8 @@ impl QrsClient {
     }
 
     fn classify(&self, endpoint: &str, e: reqwest::Error) -> QrsError {
+        // The endpoint is named already; the URL would add only the xrfkey.
+        let e = e.without_url();
         let host = self.host.clone();
         let endpoint = endpoint.to_string();
         if let Some(tls_error) = find_rustls_error(&e) {

@@ -167,13 +167,26 @@ impl ServerCertVerifier for AcceptAnyServerCert {
     }
 }
 
+/// rustls describes presented names as `DnsName("host")` / `IpAddress(…)`; show the name.
+fn presented_name(debug: &str) -> String {
+    debug
+        .strip_prefix("DnsName(\"")
+        .and_then(|n| n.strip_suffix("\")"))
+        .map(str::to_string)
+        .unwrap_or_else(|| debug.to_string())
+}
+
 /// Explains a TLS failure found in an error chain, with what to change for the common cases.
 pub fn explain(err: &rustls::Error, host: &str) -> String {
     use rustls::CertificateError as C;
     match err {
         rustls::Error::InvalidCertificate(C::NotValidForNameContext { expected, presented }) => {
             let by_ip = matches!(expected, ServerName::IpAddress(_));
-            let names = presented.join(", ");
+            let names = presented
+                .iter()
+                .map(|n| presented_name(n))
+                .collect::<Vec<_>>()
+                .join(", ");
             if by_ip {
                 format!(
                     "QRS's certificate is not valid for the IP address {host}: it names {names}. \
