@@ -1005,3 +1005,77 @@ fn measure_start_task_overhead_and_throughput() {
     );
     assert_eq!(s.qrs.start_calls().len() as u64, 500 + total);
 }
+
+#[test]
+fn key_value_items_are_ignored_when_the_store_is_disabled_as_in_butler() {
+    let s = setup_with(
+        KeyKind::RsaPkcs1,
+        Options {
+            kv_enabled: false,
+            ..Options::default()
+        },
+    );
+    let (status, r) = put(
+        &s.server,
+        &format!("/v4/reloadtask/{A}/start"),
+        json!([{"type": "keyvaluestore", "payload": {"namespace": "ns", "key": "k", "value": "v"}}]),
+    );
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(started_ids(&r["tasksId"]["started"]), vec![A]);
+    assert!(
+        s.server.log().contains("key-value items ignored"),
+        "{}",
+        s.server.log()
+    );
+    let (status, _) = json_of(
+        client()
+            .get(s.server.url("/v4/keyvalues/ns?key=k"))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 404, "the key-value API is not served");
+}
+
+#[test]
+fn an_expired_qrs_certificate_is_refused_and_said_so() {
+    let s = setup();
+    let expired = s.certs.ca.issue(
+        &support::pki::CertSpec::server(&["localhost"]).validity(support::pki::Validity::Expired),
+    );
+    s.qrs.swap_server_cert(&expired, &s.certs.ca);
+    std::thread::sleep(Duration::from_millis(100));
+    let (status, r) = put(&s.server, &format!("/v4/reloadtask/{A}/start"), json!([]));
+    assert_butler_error(status, &r, 502, "expired");
+    assert!(s.qrs.start_calls().is_empty());
+}
+
+#[test]
+fn start_task_config_errors_name_the_key() {
+    let certs = SenseCerts::new(&["localhost"], KeyKind::RsaPkcs1);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    let good = config(&certs, 4242, &Options::default()).replace("{port}", "8080");
+    for (broken, part) in [
+        (
+            good.replace("        - name: X-Qlik-User\n", "        - name: X-Other\n"),
+            "Butler.configQRS.headers.static",
+        ),
+        (
+            good.replace("authentication: certificates", "authentication: jwt"),
+            "Butler.configQRS.authentication",
+        ),
+        (
+            good.replace("port: 4242", "port: 424242"),
+            "Butler.configQRS.port",
+        ),
+        (
+            good.replace("    waitPollIntervalMs: 50", "    waitPollIntervalMs: soon"),
+            "ButlerEdge.qrs.waitPollIntervalMs",
+        ),
+    ] {
+        std::fs::write(&path, &broken).unwrap();
+        let (code, _, err) = run_cli(&["check-config", path.to_str().unwrap()]);
+        assert_eq!(code, 2, "{part}: {err}");
+        assert!(err.contains(part), "{part}: {err}");
+    }
+}
