@@ -141,3 +141,51 @@ fn filter_grammar() {
     assert!(parse_filter("tags.name eq 'unterminated").is_err());
     assert!(parse_filter("tags.name 'x'").is_err());
 }
+
+/// The PKI helpers make what they promise: validity windows, SANs and a CRL listing the
+/// revoked certificate, as other tests (and the TLS tests) rely on.
+#[test]
+fn pki_helpers_make_what_they_promise() {
+    use support::pki::{CertSpec, Validity};
+    use x509_parser::pem::parse_x509_pem;
+    let ca = Ca::new("Test CA");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    for (validity, valid_now) in [
+        (Validity::Current, true),
+        (Validity::Expired, false),
+        (Validity::NotYetValid, false),
+    ] {
+        let issued = ca.issue(&CertSpec::server(&["qrs.example", "127.0.0.1"]).validity(validity));
+        let (_, pem) = parse_x509_pem(issued.cert_pem.as_bytes()).unwrap();
+        let cert = pem.parse_x509().unwrap();
+        let v = cert.validity();
+        let inside = v.not_before.timestamp() <= now && now <= v.not_after.timestamp();
+        assert_eq!(inside, valid_now, "{validity:?}");
+        let sans = cert.subject_alternative_name().unwrap().unwrap().value;
+        assert_eq!(sans.general_names.len(), 2, "a DNS and an IP SAN");
+    }
+    let revoked = ca.client_cert("revoked", KeyKind::EcP256Pkcs8);
+    let kept = ca.client_cert("kept", KeyKind::EcP256Pkcs8);
+    let crl_pem = ca.crl_pem(&[&revoked]);
+    let (_, pem) = parse_x509_pem(crl_pem.as_bytes()).unwrap();
+    let (_, crl) = x509_parser::parse_x509_crl(&pem.contents).unwrap();
+    let serials: Vec<Vec<u8>> = crl
+        .iter_revoked_certificates()
+        .map(|r| r.raw_serial().to_vec())
+        .collect();
+    assert_eq!(serials, vec![revoked.serial.clone()]);
+    assert!(!serials.contains(&kept.serial));
+    assert!(
+        SenseCerts::new(&["localhost"], KeyKind::RsaPkcs1)
+            .client
+            .key
+            .exists()
+    );
+    let pkcs1 = ca.client_cert("QlikClient", KeyKind::RsaPkcs1).key_pem;
+    assert!(pkcs1.starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+    let sec1 = ca.client_cert("QlikClient", KeyKind::EcP256Sec1).key_pem;
+    assert!(sec1.starts_with("-----BEGIN EC PRIVATE KEY-----"));
+}
