@@ -1079,3 +1079,61 @@ fn start_task_config_errors_name_the_key() {
         assert!(err.contains(part), "{part}: {err}");
     }
 }
+
+#[test]
+fn starts_run_concurrently_within_the_configured_bound() {
+    let s = setup_with(
+        KeyKind::EcP256Pkcs8,
+        Options {
+            edge_qrs: "    maxConcurrentCalls: 2\n    idempotencyRetentionMs: 500\n",
+            ..Options::default()
+        },
+    );
+    let tasks: Vec<FakeTask> = (0..6)
+        .map(|i| FakeTask::new(&format!("00000000-0000-4000-8000-00000000000{i}"), "t").tag("six"))
+        .collect();
+    s.qrs.set_tasks(tasks);
+    s.qrs.add_fault(
+        "/start/synchronous",
+        FaultKind::Delay(Duration::from_millis(300)),
+    );
+    let t = Instant::now();
+    let (status, r) = put(
+        &s.server,
+        "/v4/reloadtask/-/start",
+        json!([{"type": "starttasktag", "payload": {"tag": "six"}}]),
+    );
+    let elapsed = t.elapsed();
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["tasksTag"].as_array().unwrap().len(), 6);
+    assert_eq!(
+        s.qrs.take_max_in_flight(),
+        2,
+        "bounded by maxConcurrentCalls"
+    );
+    // Two at a time (max_in_flight above): at least three rounds of 300 ms.
+    assert!(elapsed >= Duration::from_millis(850), "{elapsed:?}");
+
+    // idempotencyRetentionMs: once the answer has expired, the key starts the tasks again.
+    s.qrs.clear_faults();
+    s.qrs.clear_calls();
+    let send = || {
+        client()
+            .put(s.server.url(&format!(
+                "/v4/reloadtask/{}/start",
+                "00000000-0000-4000-8000-000000000001"
+            )))
+            .header("Idempotency-Key", "short-lived")
+            .body("[]")
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(send(), 200);
+    assert_eq!(send(), 200);
+    assert_eq!(s.qrs.start_calls().len(), 1);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(send(), 200);
+    assert_eq!(s.qrs.start_calls().len(), 2);
+}

@@ -182,6 +182,8 @@ struct Shared {
     /// Bumped to close every open connection (as a QRS restart would).
     generation: tokio::sync::watch::Sender<u64>,
     in_flight: AtomicUsize,
+    /// The most requests handled at once so far.
+    max_in_flight: AtomicUsize,
 }
 
 impl Shared {
@@ -245,6 +247,7 @@ impl FakeQrs {
             connections: AtomicUsize::new(0),
             generation: tokio::sync::watch::Sender::new(0),
             in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
         });
         let stop = Arc::new(Notify::new());
         let std_listener =
@@ -321,6 +324,11 @@ impl FakeQrs {
     /// Requests currently being handled (e.g. hanging).
     pub fn in_flight(&self) -> usize {
         self.shared.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// The most requests handled at once since the last call (which resets it).
+    pub fn take_max_in_flight(&self) -> usize {
+        self.shared.max_in_flight.swap(0, Ordering::SeqCst)
     }
 
     pub fn set_tasks(&self, tasks: Vec<FakeTask>) {
@@ -405,7 +413,8 @@ async fn serve_connection(tcp: tokio::net::TcpStream, shared: Arc<Shared>) {
             let shared = shared.clone();
             let reset_now = reset_now.clone();
             async move {
-                shared.in_flight.fetch_add(1, Ordering::SeqCst);
+                let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                shared.max_in_flight.fetch_max(now, Ordering::SeqCst);
                 let resp = handle(req, &shared, connection, &reset_now).await;
                 shared.in_flight.fetch_sub(1, Ordering::SeqCst);
                 Ok::<_, Infallible>(resp)
