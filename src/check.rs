@@ -10,6 +10,21 @@ use crate::pki::read_cert_summaries;
 /// Certificate files the config names, with what they are for.
 pub fn certificate_files(config: &Config) -> Vec<(&'static str, PathBuf)> {
     let mut files = Vec::new();
+    let tls = &config.rest.tls;
+    if config.rest.enable && tls.enable {
+        files.push((
+            "HTTPS server, Butler.restServerConfig.tls.cert",
+            tls.cert.clone(),
+        ));
+        if let Some(ca) = &tls.ca {
+            files.push(("HTTPS chain, Butler.restServerConfig.tls.ca", ca.clone()));
+        }
+        if config.client_auth.enable {
+            for ca in &config.client_auth.ca {
+                files.push(("caller CA, ButlerEdge.clientAuth.ca", ca.clone()));
+            }
+        }
+    }
     let st = &config.start_task;
     if st.enabled && st.qrs.use_ssl {
         files.push((
@@ -30,11 +45,56 @@ pub fn report(config: &Config) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "config: {} (valid)", config.origin);
     if config.rest.enable {
+        let scheme = if config.rest.tls.enable {
+            "https"
+        } else {
+            "http"
+        };
         let _ = writeln!(
             out,
-            "listener: http://{}:{}",
+            "listener: {scheme}://{}:{}",
             config.rest.host, config.rest.port
         );
+        let auth = &config.client_auth;
+        if auth.enable {
+            let _ = writeln!(
+                out,
+                "client certificates: required ({} CA bundle(s), {} CRL file(s)); clients:",
+                auth.ca.len(),
+                auth.crl.len()
+            );
+            for client in &auth.policy.clients {
+                let _ = writeln!(
+                    out,
+                    "  {:?} ({}): {}{}{}",
+                    client.name,
+                    client.matcher.describe(),
+                    if client.endpoints.is_empty() {
+                        "no endpoints".to_string()
+                    } else {
+                        client.endpoints.iter().copied().collect::<Vec<_>>().join(", ")
+                    },
+                    match &client.start_task {
+                        Some(p) => format!(
+                            "; own start-task list ({} task ids, {} tags, {} custom properties)",
+                            p.task_ids.len(),
+                            p.tags.len(),
+                            p.custom_properties.len()
+                        ),
+                        None => String::new(),
+                    },
+                    match &client.namespaces {
+                        Some(n) => format!("; {} key-value namespace pattern(s)", n.len()),
+                        None => String::new(),
+                    }
+                );
+            }
+        } else if config.rest.tls.enable {
+            let _ = writeln!(
+                out,
+                "client certificates: not required (ButlerEdge.clientAuth.enable is false)"
+            );
+        }
     } else {
         let _ = writeln!(
             out,

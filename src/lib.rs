@@ -5,6 +5,7 @@
 //! endpoint group) → `kv` (durable store). Configuration is parsed once by `config`.
 
 pub mod api;
+pub mod authz;
 pub mod check;
 pub mod config;
 pub mod http;
@@ -12,6 +13,7 @@ pub mod kv;
 pub mod logging;
 pub mod pki;
 pub mod qrs;
+pub mod security;
 pub mod service;
 pub mod state;
 pub mod tasks;

@@ -1,6 +1,7 @@
-//! Wiring of the running service: open the store, bind the listener, serve until
-//! SIGTERM/SIGINT, then shut down in order (stop accepting, drain requests, close
-//! the database).
+//! Wiring of the running service: check the TLS files, open the store, bind the
+//! listener, serve until SIGTERM/SIGINT (reloading certificates and the client list
+//! on SIGHUP), then shut down in order (stop accepting, drain requests, close the
+//! database).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,7 +14,9 @@ use crate::config::Config;
 use crate::http::server;
 use crate::kv::idempotency::IdempotencyStore;
 use crate::kv::{Store, StoreError};
+use crate::http::tls::TlsSetupError;
 use crate::qrs::{QrsClient, QrsSetupError};
+use crate::security::{Security, SecurityHandle, daily_expiry_check, warn_expiring};
 use crate::state::AppState;
 use crate::state::StartTaskState;
 use crate::tasks::Starter;
@@ -29,6 +32,8 @@ pub enum StartupError {
     },
     #[error("cannot set up the QRS connection: {0}")]
     Qrs(#[from] QrsSetupError),
+    #[error("cannot set up HTTPS: {0}")]
+    Tls(#[from] TlsSetupError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
 }
@@ -42,6 +47,24 @@ pub async fn run(config: Config, data_dir: PathBuf) -> Result<(), StartupError> 
 
     let mut terminate = signal(SignalKind::terminate()).map_err(StartupError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(StartupError::Signals)?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(StartupError::Signals)?;
+
+    let security = Security::build(&config)?;
+    if config.client_auth.enable {
+        tracing::info!(
+            clients = security.policy.clients.len(),
+            crls = config.client_auth.crl.len(),
+            "client certificates required"
+        );
+        if security.policy.clients.is_empty() {
+            tracing::warn!(
+                "ButlerEdge.clientAuth.clients is empty: every caller's certificate will be                  refused with 403; list the callers and what they may do"
+            );
+        }
+    }
+    warn_expiring(&security.certificate_files);
+    let security = Arc::new(SecurityHandle::new(security));
+    let expiry_task = tokio::spawn(daily_expiry_check(security.clone()));
 
     // The database also keeps start-task's Idempotency-Key answers, so it is opened
     // when either feature is on; the key-value API is served only when the store is.
@@ -60,6 +83,7 @@ pub async fn run(config: Config, data_dir: PathBuf) -> Result<(), StartupError> 
         config: config.clone(),
         store: store.clone().filter(|_| config.kv.enable),
         start_task,
+        security: security.clone(),
     });
 
     let (stop, stop_signal) = watch::channel(false);
@@ -75,7 +99,12 @@ pub async fn run(config: Config, data_dir: PathBuf) -> Result<(), StartupError> 
             address: address.clone(),
             source,
         })?;
-        tracing::info!(address = %local, "REST server listening on http://{local}");
+        let scheme = if config.rest.tls.enable {
+            "https"
+        } else {
+            "http"
+        };
+        tracing::info!(address = %local, "REST server listening on {scheme}://{local}");
         Some(tokio::spawn(server::serve(
             listener,
             state.clone(),
@@ -86,10 +115,20 @@ pub async fn run(config: Config, data_dir: PathBuf) -> Result<(), StartupError> 
         None
     };
 
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM received; shutting down"),
-        _ = interrupt.recv() => tracing::info!("SIGINT received; shutting down"),
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => {
+                tracing::info!("SIGTERM received; shutting down");
+                break;
+            }
+            _ = interrupt.recv() => {
+                tracing::info!("SIGINT received; shutting down");
+                break;
+            }
+            _ = hangup.recv() => reload(&security, config.source.clone()).await,
+        }
     }
+    expiry_task.abort();
     let _ = stop.send(true);
     if let Some(task) = server_task {
         let _ = task.await;
@@ -101,6 +140,27 @@ pub async fn run(config: Config, data_dir: PathBuf) -> Result<(), StartupError> 
     }
     tracing::info!("butler-edge stopped");
     Ok(())
+}
+
+/// `SIGHUP`: re-read the config file's certificates, CRLs and client list.
+async fn reload(security: &Arc<SecurityHandle>, source: Option<PathBuf>) {
+    tracing::info!("SIGHUP received; reloading certificates, CRLs and the client list");
+    let handle = security.clone();
+    let outcome = tokio::task::spawn_blocking(move || handle.reload(source.as_deref()))
+        .await
+        .unwrap_or_else(|e| Err(format!("the reload task failed: {e}")));
+    match outcome {
+        Ok(summary) => tracing::info!(
+            client_auth = summary.client_auth,
+            clients = summary.clients,
+            crls = summary.crls,
+            "reloaded certificates, CRLs and the client list; new connections use them, \
+             open connections keep their TLS session (other config changes need a restart)"
+        ),
+        Err(e) => tracing::error!(
+            "reload failed, the previous certificates and client list stay in force: {e}"
+        ),
+    }
 }
 
 fn start_task_state(config: &Config, store: Store) -> Result<StartTaskState, StartupError> {

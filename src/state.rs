@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::kv::Store;
 use crate::kv::idempotency::IdempotencyStore;
+use crate::security::SecurityHandle;
 use crate::tasks::{StartTaskPolicy, Starter};
 
 pub struct AppState {
@@ -14,12 +15,15 @@ pub struct AppState {
     pub store: Option<Store>,
     /// `None` when the start-task endpoint is disabled in the config.
     pub start_task: Option<StartTaskState>,
+    /// TLS settings and the client permission list; swapped on `SIGHUP`.
+    pub security: Arc<SecurityHandle>,
 }
 
 /// What the start-task endpoint needs.
 pub struct StartTaskState {
     pub starter: Starter,
-    /// `Butler.startTaskFilter`, applied to callers without a policy of their own.
+    /// `Butler.startTaskFilter`, applied to every caller; a client's own allow-list
+    /// (`ButlerEdge.clientAuth.clients[].startTask`) narrows it further.
     pub policy: StartTaskPolicy,
     pub idempotency: IdempotencyStore,
 }

@@ -42,10 +42,15 @@ fn key_param(query: &[(String, String)]) -> Result<&str, ApiError> {
         .ok_or_else(|| ApiError::bad_request("querystring must have required property 'key'"))
 }
 
-pub fn namespaces(store: &Store) -> Result<Response<ResponseBody>, ApiError> {
-    let names = store
+/// The namespaces `visible` lets the caller see (all of them without client permissions).
+pub fn namespaces(
+    store: &Store,
+    visible: impl Fn(&str) -> bool,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let mut names = store
         .namespaces()
         .map_err(|e| store_failed("Failed getting all namespaces", e))?;
+    names.retain(|name| visible(name));
     Ok(json(StatusCode::OK, &names))
 }
 

@@ -11,8 +11,9 @@ use serde_json::Value;
 
 use crate::api::kv::{check_size, namespace_full, parse_ttl, scalar_text};
 use crate::config::{Limits, describe};
+use crate::authz::Access;
 use crate::http::error::ApiError;
-use crate::http::router::ResponseBody;
+use crate::http::router::{EndpointGroup, ResponseBody};
 use crate::kv::idempotency::Answer;
 use crate::kv::{Rejected, Store, WriteOp, WriteOutcome, deadline_for, now_ms};
 use crate::state::{AppState, StartTaskState};
@@ -35,6 +36,7 @@ pub async fn start(
     state: &AppState,
     st: &StartTaskState,
     policy: &StartTaskPolicy,
+    access: &Access,
     call: StartCall<'_>,
 ) -> Result<Response<ResponseBody>, ApiError> {
     if call.task_id.is_empty() {
@@ -48,6 +50,13 @@ pub async fn start(
         all_task_ids_must_exist: flag(call.query, "allTaskIdsMustExist")?,
         wait: flag(call.query, "wait")?,
     };
+    // Key-value items write to the store: the caller needs kvWrite and the namespace.
+    for item in &request.items {
+        if let BodyItem::KeyValue(kv) = item {
+            access.check_group(EndpointGroup::KvWrite, call.method, call.path)?;
+            access.check_namespace(&kv.namespace)?;
+        }
+    }
 
     let idempotency_key = idempotency_key(call.headers)?;
     let _guard = match &idempotency_key {

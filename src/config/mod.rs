@@ -5,6 +5,7 @@
 //! settings from a separate top-level `ButlerEdge:` section. Nothing re-reads YAML
 //! keys by string after start-up.
 
+mod client_auth;
 mod reader;
 mod start_task;
 
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use reader::{ConfigError, Reader, describe};
+pub use client_auth::{ClientAuthConfig, TlsConfig};
 pub use start_task::StartTaskConfig;
 
 /// The configuration used when `--config` is not given.
@@ -21,6 +23,8 @@ pub const EMBEDDED_DEFAULT: &str = include_str!("../default-config.yaml");
 pub struct Config {
     /// Where the config came from, for log lines and `check-config`.
     pub origin: String,
+    /// The file it was read from (`None` for the embedded default); `SIGHUP` re-reads it.
+    pub source: Option<PathBuf>,
     pub log_level: LogLevel,
     pub rest: RestServerConfig,
     pub endpoints: EndpointsEnabled,
@@ -28,6 +32,8 @@ pub struct Config {
     pub edge: EdgeConfig,
     /// The start-task endpoint and its QRS connection.
     pub start_task: StartTaskConfig,
+    /// Caller certificates and per-client permissions (`ButlerEdge.clientAuth`).
+    pub client_auth: ClientAuthConfig,
     /// Keys present in the file that butler-edge does not use.
     pub ignored_keys: Vec<String>,
 }
@@ -72,6 +78,8 @@ pub struct RestServerConfig {
     pub enable: bool,
     pub host: String,
     pub port: u16,
+    /// `Butler.restServerConfig.tls`: HTTPS instead of HTTP when enabled.
+    pub tls: TlsConfig,
 }
 
 /// `Butler.restServerEndpointsEnable.*` for the endpoints butler-edge serves.
@@ -136,7 +144,9 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::parse(&text, &path.display().to_string())
+        let mut config = Config::parse(&text, &path.display().to_string())?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
     }
 
     pub fn embedded() -> Result<Config, ConfigError> {
@@ -174,6 +184,7 @@ impl Config {
             enable: r.bool("Butler.restServerConfig.enable", false)?,
             host: r.string_or("Butler.restServerConfig.serverHost", "127.0.0.1")?,
             port: r.port("Butler.restServerConfig.serverPort", 8080)?,
+            tls: client_auth::parse_tls(&r)?,
         };
         // Butler proxies its REST API through an internal port; we need no proxy.
         r.get("Butler.restServerConfig.backgroundServerPort");
@@ -197,15 +208,18 @@ impl Config {
         };
         let edge = parse_edge(&r)?;
         let start_task = start_task::parse(&r)?;
+        let client_auth = client_auth::parse_client_auth(&r, &rest.tls)?;
         let ignored_keys = r.unread_paths();
         Ok(Config {
             origin: origin.to_string(),
+            source: None,
             log_level,
             rest,
             endpoints,
             kv,
             edge,
             start_task,
+            client_auth,
             ignored_keys,
         })
     }

@@ -7,3 +7,4 @@ pub mod decode;
 pub mod error;
 pub mod router;
 pub mod server;
+pub mod tls;

@@ -1,8 +1,9 @@
-//! Request routing: method override, path → [`Route`], enablement, dispatch.
+//! Request routing: method override, path → [`Route`], enablement, permission, dispatch.
 //!
 //! A route is recognised from the method and the decoded path segments first;
 //! then its endpoint group is checked against the config (a disabled endpoint is
-//! a 404, as in Butler, where it is never registered); only then is a body read
+//! a 404, as in Butler, where it is never registered), then against the caller's
+//! permissions (a 403 naming the caller, see `authz`); only then is a body read
 //! and the handler in `api` called. To add an endpoint: a `Route` variant, its
 //! line in `Route::recognise`, its group, and its arm in `dispatch`.
 
@@ -15,6 +16,7 @@ use super::body::read_to_bytes;
 use super::decode;
 use super::error::ApiError;
 use crate::api;
+use crate::authz::Access;
 use crate::state::AppState;
 
 pub type ResponseBody = Full<Bytes>;
@@ -31,6 +33,15 @@ pub enum EndpointGroup {
 }
 
 impl EndpointGroup {
+    /// Every group, for config validation (client permissions name groups).
+    pub const ALL: [EndpointGroup; 5] = [
+        EndpointGroup::Ping,
+        EndpointGroup::EndpointsEnabled,
+        EndpointGroup::KvRead,
+        EndpointGroup::KvWrite,
+        EndpointGroup::StartTask,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             EndpointGroup::Ping => "ping",
@@ -96,6 +107,22 @@ impl<'a> Route<'a> {
                 EndpointGroup::KvWrite
             }
             Route::StartTask { .. } => EndpointGroup::StartTask,
+        }
+    }
+
+    /// The key-value namespace a route reads or writes, for namespace permissions.
+    pub fn namespace(&self) -> Option<&'a str> {
+        match self {
+            Route::KvGet { namespace }
+            | Route::KvExists { namespace }
+            | Route::KvPost { namespace }
+            | Route::KvDeleteNamespace { namespace }
+            | Route::KvDeleteKey { namespace, .. }
+            | Route::KvKeyList { namespace } => Some(namespace),
+            Route::ButlerPing
+            | Route::EndpointsEnabled
+            | Route::KvNamespaces
+            | Route::StartTask { .. } => None,
         }
     }
 }
@@ -166,6 +193,19 @@ async fn dispatch(
     if !enabled(state, route.group()) {
         return Err(not_found());
     }
+    // Set by the connection for every request; absent would be a wiring fault, so the
+    // fallback grants nothing.
+    let access = parts
+        .extensions
+        .get::<Access>()
+        .cloned()
+        .unwrap_or_else(|| Access::Unknown {
+            label: "unidentified caller".to_string(),
+        });
+    access.check_group(route.group(), &method, path)?;
+    if let Some(namespace) = route.namespace() {
+        access.check_namespace(namespace)?;
+    }
     let limits = &state.config.edge.limits;
     // Routes reaching the store exist only when it is enabled (checked above).
     let store = || {
@@ -177,7 +217,7 @@ async fn dispatch(
     let response = match route {
         Route::ButlerPing => api::ping::butlerping(),
         Route::EndpointsEnabled => api::ping::endpoints_enabled(&state.config),
-        Route::KvNamespaces => api::kv::namespaces(store()?)?,
+        Route::KvNamespaces => api::kv::namespaces(store()?, |ns| access.allows_namespace(ns))?,
         Route::KvGet { namespace } => api::kv::get(store()?, namespace, &query)?,
         Route::KvExists { namespace } => api::kv::exists(store()?, namespace, &query)?,
         Route::KvKeyList { namespace } => api::kv::key_list(store()?, namespace)?,
@@ -206,7 +246,8 @@ async fn dispatch(
                 headers: &parts.headers,
                 body: &body,
             };
-            api::start_task::start(state, st, &st.policy, call).await?
+            let policy = access.start_task_policy(&st.policy);
+            api::start_task::start(state, st, &policy, &access, call).await?
         }
     };
     Ok((method, response))

@@ -5,6 +5,12 @@
 //! memory or file descriptors), each connection runs in its own task, and on
 //! shutdown the loop stops accepting, asks every connection to finish its
 //! in-flight request, and waits for them within a bound.
+//!
+//! With TLS on there is only the TLS listener. Each connection does its handshake
+//! with the TLS settings current when it was accepted (so a `SIGHUP` swap affects
+//! only later connections), within the header timeout; a failed handshake is logged
+//! and closed before any HTTP is read. The caller's certificate identity is fixed for
+//! the connection and resolved against the current client list on every request.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use super::router;
+use crate::authz::{Caller, CertIdentity};
 use crate::state::AppState;
 
 /// Resolves when shutdown has been requested.
@@ -64,8 +71,39 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, mut shutdown: Sh
         let watcher = graceful.watcher();
         let state = state.clone();
         let builder = builder.clone();
+        let tls = state.security.current().tls.clone();
+        let handshake_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            serve_connection(TokioIo::new(stream), peer, state, &builder, watcher).await;
+            match tls {
+                None => {
+                    let io = TokioIo::new(stream);
+                    serve_connection(io, peer, Caller::Anonymous, state, &builder, watcher).await;
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            let caller = match tls_stream.get_ref().1.peer_certificates() {
+                                Some([leaf, ..]) => {
+                                    Caller::Certificate(Arc::new(CertIdentity::from_der(leaf)))
+                                }
+                                _ => Caller::Anonymous,
+                            };
+                            let io = TokioIo::new(tls_stream);
+                            serve_connection(io, peer, caller, state, &builder, watcher).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::info!(peer = %peer, error = %e, "TLS handshake failed; connection closed");
+                        }
+                        Err(_) => {
+                            tracing::info!(
+                                peer = %peer,
+                                timeout_ms = handshake_timeout.as_millis() as u64,
+                                "TLS handshake not completed in time; connection closed"
+                            );
+                        }
+                    }
+                }
+            }
             drop(permit);
         });
     }
@@ -91,21 +129,26 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, mut shutdown: Sh
 pub async fn serve_connection<I>(
     io: TokioIo<I>,
     peer: SocketAddr,
+    caller: Caller,
     state: Arc<AppState>,
     builder: &auto::Builder<TokioExecutor>,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req: http::Request<Incoming>| {
+    let service = service_fn(move |mut req: http::Request<Incoming>| {
         let state = state.clone();
+        // Resolved per request, so a reloaded client list applies to open connections too.
+        let access = state.security.current().policy.resolve(&caller);
         async move {
             let started = Instant::now();
             let path = req.uri().path().to_string();
+            req.extensions_mut().insert(access.clone());
             let handled = router::handle(req, &state).await;
             let status = handled.response.status().as_u16();
             tracing::debug!(
                 peer = %peer,
+                client = %access.name(),
                 method = %handled.method,
                 path = %path,
                 status,

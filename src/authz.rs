@@ -1,0 +1,412 @@
+//! Caller identity → permissions.
+//!
+//! With `ButlerEdge.clientAuth` on, every connection has presented a certificate that the
+//! TLS layer already verified (trusted CA, in its validity window, not revoked). This module
+//! decides what that caller may do: it finds the caller's entry in `clients` (by subject
+//! common name, DNS SAN or URI SAN), and checks each request against the entry's endpoint
+//! groups, key-value namespaces and start-task allow-list. A refusal is a 403 in Butler's
+//! shape naming the caller and what was refused.
+//!
+//! The identity is fixed per connection ([`Caller`], from the handshake); the policy it is
+//! looked up in is the current one, so a `SIGHUP` that narrows a client's rights applies to
+//! its next request, even on a kept-alive connection.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use http::StatusCode;
+
+use crate::http::error::ApiError;
+use crate::http::router::EndpointGroup;
+use crate::tasks::StartTaskPolicy;
+
+/// What a verified client certificate says about its holder.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CertIdentity {
+    pub common_name: Option<String>,
+    pub dns_names: Vec<String>,
+    pub uris: Vec<String>,
+}
+
+impl CertIdentity {
+    /// Reads the subject CN and the DNS and URI SANs of a DER certificate. The TLS layer has
+    /// verified the certificate already; a certificate this parser cannot read yields an
+    /// identity that matches no client.
+    pub fn from_der(der: &[u8]) -> CertIdentity {
+        use x509_parser::extensions::GeneralName;
+        let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+            return CertIdentity::default();
+        };
+        let common_name = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .map(str::to_string);
+        let mut identity = CertIdentity {
+            common_name,
+            ..CertIdentity::default()
+        };
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for name in &san.value.general_names {
+                match name {
+                    GeneralName::DNSName(dns) => identity.dns_names.push(dns.to_string()),
+                    GeneralName::URI(uri) => identity.uris.push(uri.to_string()),
+                    _ => {}
+                }
+            }
+        }
+        identity
+    }
+
+    /// How the certificate is named in logs when no client entry matches it.
+    pub fn label(&self) -> String {
+        if let Some(cn) = &self.common_name {
+            format!("CN={cn}")
+        } else if let Some(dns) = self.dns_names.first() {
+            format!("DNS={dns}")
+        } else if let Some(uri) = self.uris.first() {
+            format!("URI={uri}")
+        } else {
+            "certificate without CN or SAN".to_string()
+        }
+    }
+}
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// Client certificates are not required (plain HTTP, or TLS without `clientAuth`).
+    Anonymous,
+    /// A client certificate verified in the handshake.
+    Certificate(Arc<CertIdentity>),
+}
+
+/// How a `clients` entry recognises its certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityMatch {
+    /// The subject's common name, exactly.
+    CommonName(String),
+    /// A DNS name in the subject alternative names (case-insensitive, as DNS).
+    DnsName(String),
+    /// A URI in the subject alternative names, exactly.
+    Uri(String),
+}
+
+impl IdentityMatch {
+    pub fn matches(&self, id: &CertIdentity) -> bool {
+        match self {
+            IdentityMatch::CommonName(cn) => id.common_name.as_deref() == Some(cn.as_str()),
+            IdentityMatch::DnsName(dns) => id.dns_names.iter().any(|d| d.eq_ignore_ascii_case(dns)),
+            IdentityMatch::Uri(uri) => id.uris.iter().any(|u| u == uri),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            IdentityMatch::CommonName(v) => format!("commonName {v:?}"),
+            IdentityMatch::DnsName(v) => format!("dnsName {v:?}"),
+            IdentityMatch::Uri(v) => format!("uri {v:?}"),
+        }
+    }
+}
+
+/// A key-value namespace a client may use: an exact name, or a prefix (written with a
+/// trailing `*` in the config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamespacePattern {
+    Exact(String),
+    Prefix(String),
+}
+
+impl NamespacePattern {
+    pub fn parse(text: &str) -> NamespacePattern {
+        match text.strip_suffix('*') {
+            Some(prefix) => NamespacePattern::Prefix(prefix.to_string()),
+            None => NamespacePattern::Exact(text.to_string()),
+        }
+    }
+
+    pub fn matches(&self, namespace: &str) -> bool {
+        match self {
+            NamespacePattern::Exact(name) => name == namespace,
+            NamespacePattern::Prefix(prefix) => namespace.starts_with(prefix.as_str()),
+        }
+    }
+
+    fn display(&self) -> String {
+        match self {
+            NamespacePattern::Exact(name) => format!("{name:?}"),
+            NamespacePattern::Prefix(prefix) => format!("{prefix:?}*"),
+        }
+    }
+}
+
+/// One entry of `ButlerEdge.clientAuth.clients`: who, and what they may do.
+#[derive(Debug, Clone)]
+pub struct ClientRule {
+    /// Shown in logs and 403 messages; defaults to the matched value.
+    pub name: String,
+    pub matcher: IdentityMatch,
+    pub endpoints: BTreeSet<&'static str>,
+    /// `None`: any task the global `Butler.startTaskFilter` allows.
+    pub start_task: Option<StartTaskPolicy>,
+    /// `None`: every namespace.
+    pub namespaces: Option<Vec<NamespacePattern>>,
+}
+
+/// The client list in force.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// Whether callers must present certificates (and so whether rules apply at all).
+    pub enabled: bool,
+    pub clients: Vec<Arc<ClientRule>>,
+}
+
+impl Policy {
+    /// What `caller` may do under this policy.
+    pub fn resolve(&self, caller: &Caller) -> Access {
+        match caller {
+            _ if !self.enabled => Access::Open,
+            Caller::Anonymous => Access::Unknown {
+                label: "anonymous".to_string(),
+            },
+            Caller::Certificate(id) => {
+                match self.clients.iter().find(|c| c.matcher.matches(id)) {
+                    Some(rule) => Access::Client(rule.clone()),
+                    None => Access::Unknown { label: id.label() },
+                }
+            }
+        }
+    }
+}
+
+/// The permissions one request is checked against. Travels with the request as an
+/// extension set by the connection.
+#[derive(Debug, Clone)]
+pub enum Access {
+    /// Client authentication is off: what the config enables is open to every caller.
+    Open,
+    /// A known client.
+    Client(Arc<ClientRule>),
+    /// A certificate the CA vouches for but no `clients` entry names: nothing is allowed.
+    Unknown { label: String },
+}
+
+impl Access {
+    /// The caller as the access log and 403 messages name it; `-` without client auth.
+    pub fn name(&self) -> &str {
+        match self {
+            Access::Open => "-",
+            Access::Client(rule) => &rule.name,
+            Access::Unknown { label } => label,
+        }
+    }
+
+    /// Whether this caller may use an endpoint group at all.
+    pub fn check_group(
+        &self,
+        group: EndpointGroup,
+        method: &http::Method,
+        path: &str,
+    ) -> Result<(), ApiError> {
+        match self {
+            Access::Open => Ok(()),
+            Access::Client(rule) if rule.endpoints.contains(group.name()) => Ok(()),
+            Access::Client(rule) => Err(forbidden(format!(
+                "Client {:?} is not permitted to use {} (refused: {method} {path}); it may use: {}",
+                rule.name,
+                group.name(),
+                if rule.endpoints.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    rule.endpoints.iter().copied().collect::<Vec<_>>().join(", ")
+                }
+            ))),
+            Access::Unknown { label } => Err(forbidden(format!(
+                "Client certificate {label} is not listed in ButlerEdge.clientAuth.clients, \
+                 so it may not use {} (refused: {method} {path})",
+                group.name()
+            ))),
+        }
+    }
+
+    /// Whether this caller may use a key-value namespace.
+    pub fn check_namespace(&self, namespace: &str) -> Result<(), ApiError> {
+        match self {
+            Access::Client(rule) if !self.allows_namespace(namespace) => {
+                let allowed = rule
+                    .namespaces
+                    .iter()
+                    .flatten()
+                    .map(NamespacePattern::display)
+                    .collect::<Vec<_>>();
+                Err(forbidden(format!(
+                    "Client {:?} is not permitted to use key-value namespace {namespace:?}; \
+                     it may use: {}",
+                    rule.name,
+                    if allowed.is_empty() {
+                        "none".to_string()
+                    } else {
+                        allowed.join(", ")
+                    }
+                )))
+            }
+            Access::Unknown { label } => Err(forbidden(format!(
+                "Client certificate {label} is not listed in ButlerEdge.clientAuth.clients, \
+                 so it may not use key-value namespace {namespace:?}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether a namespace is one this caller may see (for listing namespaces).
+    pub fn allows_namespace(&self, namespace: &str) -> bool {
+        match self {
+            Access::Open => true,
+            Access::Client(rule) => match &rule.namespaces {
+                None => true,
+                Some(patterns) => patterns.iter().any(|p| p.matches(namespace)),
+            },
+            Access::Unknown { .. } => false,
+        }
+    }
+
+    /// The start-task allow-list for this caller: the global `Butler.startTaskFilter`,
+    /// narrowed by the client's own list when it has one (a task must be on both).
+    pub fn start_task_policy(&self, global: &StartTaskPolicy) -> StartTaskPolicy {
+        let own = match self {
+            Access::Open => None,
+            Access::Client(rule) => rule.start_task.as_ref(),
+            Access::Unknown { .. } => {
+                return StartTaskPolicy {
+                    enabled: true,
+                    ..StartTaskPolicy::default()
+                };
+            }
+        };
+        match own {
+            None => global.clone(),
+            Some(own) if !global.enabled => own.clone(),
+            Some(own) => StartTaskPolicy {
+                enabled: own.enabled || global.enabled,
+                task_ids: intersect(&own.task_ids, &global.task_ids, own.enabled),
+                tags: intersect(&own.tags, &global.tags, own.enabled),
+                custom_properties: intersect(
+                    &own.custom_properties,
+                    &global.custom_properties,
+                    own.enabled,
+                ),
+            },
+        }
+    }
+}
+
+fn intersect<T: Clone + Eq + std::hash::Hash>(
+    own: &std::collections::HashSet<T>,
+    global: &std::collections::HashSet<T>,
+    own_enabled: bool,
+) -> std::collections::HashSet<T> {
+    if own_enabled {
+        own.intersection(global).cloned().collect()
+    } else {
+        global.clone()
+    }
+}
+
+fn forbidden(message: String) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(endpoints: &[&'static str], namespaces: Option<&[&str]>) -> Access {
+        Access::Client(Arc::new(ClientRule {
+            name: "etl".to_string(),
+            matcher: IdentityMatch::CommonName("etl".to_string()),
+            endpoints: endpoints.iter().copied().collect(),
+            start_task: None,
+            namespaces: namespaces.map(|n| n.iter().map(|p| NamespacePattern::parse(p)).collect()),
+        }))
+    }
+
+    #[test]
+    fn namespaces_exact_and_prefix() {
+        let access = rule(&["kvRead"], Some(&["Sales", "etl-*"]));
+        assert!(access.allows_namespace("Sales"));
+        assert!(!access.allows_namespace("Sales2"));
+        assert!(access.allows_namespace("etl-"));
+        assert!(access.allows_namespace("etl-daily"));
+        assert!(!access.allows_namespace("xetl-daily"));
+        let e = access.check_namespace("HR").unwrap_err();
+        assert_eq!(e.status, StatusCode::FORBIDDEN);
+        assert!(e.message.contains("\"etl\""), "{}", e.message);
+        assert!(e.message.contains("\"HR\""), "{}", e.message);
+        assert!(rule(&["kvRead"], None).allows_namespace("anything"));
+    }
+
+    #[test]
+    fn groups_name_the_caller_and_the_refusal() {
+        let access = rule(&["kvRead", "ping"], None);
+        assert!(
+            access
+                .check_group(EndpointGroup::KvRead, &http::Method::GET, "/v4/keylist/a")
+                .is_ok()
+        );
+        let e = access
+            .check_group(EndpointGroup::KvWrite, &http::Method::POST, "/v4/keyvalues/a")
+            .unwrap_err();
+        assert_eq!(
+            e.message,
+            "Client \"etl\" is not permitted to use kvWrite (refused: POST /v4/keyvalues/a); \
+             it may use: kvRead, ping"
+        );
+    }
+
+    #[test]
+    fn client_list_narrows_the_global_filter() {
+        let set = |items: &[&str]| items.iter().map(|s| s.to_string()).collect();
+        let global = StartTaskPolicy {
+            enabled: true,
+            task_ids: set(&["a", "b"]),
+            tags: set(&["t1"]),
+            custom_properties: Default::default(),
+        };
+        let own = StartTaskPolicy {
+            enabled: true,
+            task_ids: set(&["b", "c"]),
+            tags: set(&["t1", "t2"]),
+            custom_properties: Default::default(),
+        };
+        let access = Access::Client(Arc::new(ClientRule {
+            name: "x".into(),
+            matcher: IdentityMatch::Uri("spiffe://x".into()),
+            endpoints: BTreeSet::new(),
+            start_task: Some(own.clone()),
+            namespaces: None,
+        }));
+        let p = access.start_task_policy(&global);
+        assert!(p.allows_task_id("b"));
+        assert!(!p.allows_task_id("a") && !p.allows_task_id("c"));
+        assert!(p.allows_tag("t1") && !p.allows_tag("t2"));
+        let p = access.start_task_policy(&StartTaskPolicy::unrestricted());
+        assert!(p.allows_task_id("c") && !p.allows_task_id("a"));
+        assert!(Access::Open.start_task_policy(&global).allows_task_id("a"));
+    }
+
+    #[test]
+    fn matching_by_cn_dns_and_uri() {
+        let id = CertIdentity {
+            common_name: Some("Sense Prod".into()),
+            dns_names: vec!["sense.corp.example".into()],
+            uris: vec!["spiffe://corp/sense".into()],
+        };
+        assert!(IdentityMatch::CommonName("Sense Prod".into()).matches(&id));
+        assert!(!IdentityMatch::CommonName("sense prod".into()).matches(&id));
+        assert!(IdentityMatch::DnsName("SENSE.corp.example".into()).matches(&id));
+        assert!(IdentityMatch::Uri("spiffe://corp/sense".into()).matches(&id));
+        assert!(!IdentityMatch::Uri("spiffe://corp/other".into()).matches(&id));
+    }
+}

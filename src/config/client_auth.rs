@@ -1,0 +1,384 @@
+//! HTTPS and caller certificates: Butler's `restServerConfig.tls` and our
+//! `ButlerEdge.clientAuth` (trusted caller CAs, CRLs, and the per-client permissions).
+//!
+//! Client entries are checked strictly: an unknown key in an entry is an error, not an
+//! ignored key, because a misspelt restriction (`kvNamespace:`) would otherwise silently
+//! grant everything.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{ConfigError, Reader};
+use crate::authz::{ClientRule, IdentityMatch, NamespacePattern, Policy};
+use crate::http::router::EndpointGroup;
+use crate::tasks::StartTaskPolicy;
+
+/// `Butler.restServerConfig.tls`.
+#[derive(Debug, Clone, Default)]
+pub struct TlsConfig {
+    pub enable: bool,
+    /// PEM server certificate (the leaf first; may carry its chain).
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#1, PKCS#8 or SEC1).
+    pub key: PathBuf,
+    /// Optional PEM intermediate/CA bundle sent after the certificate.
+    pub ca: Option<PathBuf>,
+}
+
+/// `ButlerEdge.clientAuth`.
+#[derive(Debug, Clone, Default)]
+pub struct ClientAuthConfig {
+    pub enable: bool,
+    /// CA bundles whose certificates may call.
+    pub ca: Vec<PathBuf>,
+    /// CRLs (PEM or DER) checked for those certificates.
+    pub crl: Vec<PathBuf>,
+    pub policy: Policy,
+}
+
+pub fn parse_tls(r: &Reader) -> Result<TlsConfig, ConfigError> {
+    let enable = r.bool("Butler.restServerConfig.tls.enable", false)?;
+    let cert = r.path("Butler.restServerConfig.tls.cert")?;
+    let key = r.path("Butler.restServerConfig.tls.key")?;
+    let ca = r.path("Butler.restServerConfig.tls.ca")?;
+    if !enable {
+        return Ok(TlsConfig {
+            enable,
+            cert: cert.unwrap_or_default(),
+            key: key.unwrap_or_default(),
+            ca,
+        });
+    }
+    let required = |path: &str, value: Option<PathBuf>, what: &str| {
+        value
+            .filter(|p| !p.as_os_str().is_empty())
+            .ok_or_else(|| ConfigError::Invalid {
+                path: path.to_string(),
+                expected: format!("the path of {what} (Butler.restServerConfig.tls.enable is true)"),
+                found: "nothing".to_string(),
+            })
+    };
+    Ok(TlsConfig {
+        enable,
+        cert: required(
+            "Butler.restServerConfig.tls.cert",
+            cert,
+            "the PEM server certificate",
+        )?,
+        key: required(
+            "Butler.restServerConfig.tls.key",
+            key,
+            "the PEM private key of the server certificate",
+        )?,
+        ca: ca.filter(|p| !p.as_os_str().is_empty()),
+    })
+}
+
+/// A file or a list of files.
+fn paths(r: &Reader, path: &str) -> Result<Vec<PathBuf>, ConfigError> {
+    match r.get(path) {
+        None => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![PathBuf::from(s)]),
+        Some(Value::Array(_)) => Ok(r.string_list(path)?.into_iter().map(PathBuf::from).collect()),
+        Some(other) => Err(ConfigError::invalid(path, "a file path or a list of them", other)),
+    }
+}
+
+pub fn parse_client_auth(r: &Reader, tls: &TlsConfig) -> Result<ClientAuthConfig, ConfigError> {
+    let enable = r.bool("ButlerEdge.clientAuth.enable", false)?;
+    let ca = paths(r, "ButlerEdge.clientAuth.ca")?;
+    let crl = paths(r, "ButlerEdge.clientAuth.crl")?;
+    let mut clients: Vec<Arc<ClientRule>> = Vec::new();
+    for (i, item) in r.list("ButlerEdge.clientAuth.clients")?.iter().enumerate() {
+        let rule = parse_client(&format!("ButlerEdge.clientAuth.clients[{i}]"), item)?;
+        if let Some(earlier) = clients.iter().find(|c| c.matcher == rule.matcher) {
+            return Err(ConfigError::Other(format!(
+                "ButlerEdge.clientAuth.clients[{i}]: {} is already used by client {:?}; \
+                 each certificate identity may appear once",
+                rule.matcher.describe(),
+                earlier.name
+            )));
+        }
+        clients.push(Arc::new(rule));
+    }
+    if enable {
+        if !tls.enable {
+            return Err(ConfigError::Other(
+                "ButlerEdge.clientAuth.enable is true but Butler.restServerConfig.tls.enable is \
+                 false: client certificates need HTTPS; enable TLS or disable clientAuth"
+                    .to_string(),
+            ));
+        }
+        if ca.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: "ButlerEdge.clientAuth.ca".to_string(),
+                expected: "the PEM CA bundle(s) that issue caller certificates".to_string(),
+                found: "nothing".to_string(),
+            });
+        }
+    }
+    Ok(ClientAuthConfig {
+        enable,
+        ca,
+        crl,
+        policy: Policy { enabled: enable, clients },
+    })
+}
+
+const CLIENT_KEYS: &[&str] = &[
+    "name",
+    "commonName",
+    "dnsName",
+    "uri",
+    "endpoints",
+    "startTask",
+    "kvNamespaces",
+];
+
+fn text(path: &str, value: &Value) -> Result<String, ConfigError> {
+    match value {
+        Value::String(s) if !s.is_empty() => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        other => Err(ConfigError::invalid(path, "a non-empty text value", other)),
+    }
+}
+
+fn text_list(path: &str, value: Option<&Value>) -> Result<Vec<String>, ConfigError> {
+    match value {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| text(&format!("{path}[{i}]"), item))
+            .collect(),
+        Some(other) => Err(ConfigError::invalid(path, "a list", other)),
+    }
+}
+
+fn parse_client(at: &str, item: &Value) -> Result<ClientRule, ConfigError> {
+    let Value::Object(map) = item else {
+        return Err(ConfigError::invalid(
+            at,
+            "a mapping with commonName, dnsName or uri, and endpoints",
+            item,
+        ));
+    };
+    if let Some(unknown) = map.keys().find(|k| !CLIENT_KEYS.contains(&k.as_str())) {
+        return Err(ConfigError::Other(format!(
+            "{at}.{unknown}: unknown key; a client entry may have {}",
+            CLIENT_KEYS.join(", ")
+        )));
+    }
+    let field = |key: &str| map.get(key).filter(|v| !v.is_null());
+    let mut matchers = Vec::new();
+    if let Some(v) = field("commonName") {
+        matchers.push(IdentityMatch::CommonName(text(&format!("{at}.commonName"), v)?));
+    }
+    if let Some(v) = field("dnsName") {
+        matchers.push(IdentityMatch::DnsName(text(&format!("{at}.dnsName"), v)?));
+    }
+    if let Some(v) = field("uri") {
+        matchers.push(IdentityMatch::Uri(text(&format!("{at}.uri"), v)?));
+    }
+    if matchers.len() != 1 {
+        return Err(ConfigError::Other(format!(
+            "{at}: give exactly one of commonName, dnsName or uri to say which certificate \
+             this client is (found {})",
+            matchers.len()
+        )));
+    }
+    let matcher = matchers.remove(0);
+    let name = match field("name") {
+        Some(v) => text(&format!("{at}.name"), v)?,
+        None => match &matcher {
+            IdentityMatch::CommonName(v) | IdentityMatch::DnsName(v) | IdentityMatch::Uri(v) => {
+                v.clone()
+            }
+        },
+    };
+
+    let mut endpoints = BTreeSet::new();
+    let endpoints_path = format!("{at}.endpoints");
+    for (i, group) in text_list(&endpoints_path, field("endpoints"))?
+        .iter()
+        .enumerate()
+    {
+        match EndpointGroup::ALL.iter().find(|g| g.name() == group) {
+            Some(g) => {
+                endpoints.insert(g.name());
+            }
+            None => {
+                return Err(ConfigError::invalid(
+                    &format!("{endpoints_path}[{i}]"),
+                    format!(
+                        "one of {}",
+                        EndpointGroup::ALL
+                            .iter()
+                            .map(|g| g.name())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    &Value::String(group.clone()),
+                ));
+            }
+        }
+    }
+
+    let start_task = match field("startTask") {
+        None => None,
+        Some(Value::Object(st)) => {
+            let st_path = format!("{at}.startTask");
+            if let Some(unknown) = st
+                .keys()
+                .find(|k| !["taskId", "tag", "customProperty"].contains(&k.as_str()))
+            {
+                return Err(ConfigError::Other(format!(
+                    "{st_path}.{unknown}: unknown key; startTask may have taskId, tag, customProperty"
+                )));
+            }
+            let task_ids: HashSet<String> =
+                text_list(&format!("{st_path}.taskId"), st.get("taskId"))?
+                    .into_iter()
+                    .collect();
+            let tags: HashSet<String> = text_list(&format!("{st_path}.tag"), st.get("tag"))?
+                .into_iter()
+                .collect();
+            let mut custom_properties = HashSet::new();
+            let cp_path = format!("{st_path}.customProperty");
+            match st.get("customProperty") {
+                None | Some(Value::Null) => {}
+                Some(Value::Array(items)) => {
+                    for (i, cp) in items.iter().enumerate() {
+                        let get = |k: &str| {
+                            let p = format!("{cp_path}[{i}].{k}");
+                            text(&p, cp.get(k).unwrap_or(&Value::Null))
+                        };
+                        custom_properties.insert((get("name")?, get("value")?));
+                    }
+                }
+                Some(other) => return Err(ConfigError::invalid(&cp_path, "a list", other)),
+            }
+            Some(StartTaskPolicy {
+                enabled: true,
+                task_ids,
+                tags,
+                custom_properties,
+            })
+        }
+        Some(other) => {
+            return Err(ConfigError::invalid(
+                &format!("{at}.startTask"),
+                "a mapping with taskId, tag and customProperty lists",
+                other,
+            ));
+        }
+    };
+
+    let namespaces = match field("kvNamespaces") {
+        None => None,
+        Some(v) => Some(
+            text_list(&format!("{at}.kvNamespaces"), Some(v))?
+                .iter()
+                .map(|p| NamespacePattern::parse(p))
+                .collect(),
+        ),
+    };
+
+    Ok(ClientRule {
+        name,
+        matcher,
+        endpoints,
+        start_task,
+        namespaces,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    const BASE: &str = "Butler:\n  restServerConfig:\n    tls:\n      enable: true\n      cert: /c.pem\n      key: /k.pem\nButlerEdge:\n  clientAuth:\n    enable: true\n    ca: /ca.pem\n    clients:\n";
+
+    #[test]
+    fn a_full_client_entry() {
+        let c = Config::parse(
+            &format!(
+                "{BASE}      - name: ERP\n        uri: spiffe://corp/erp\n        endpoints: [startTask, kvRead]\n        startTask:\n          taskId: [abc]\n          customProperty: [{{name: Dept, value: Sales}}]\n        kvNamespaces: [Sales, 'etl-*']\n"
+            ),
+            "t",
+        )
+        .unwrap();
+        let rule = &c.client_auth.policy.clients[0];
+        assert_eq!(rule.name, "ERP");
+        assert_eq!(
+            rule.endpoints.iter().copied().collect::<Vec<_>>(),
+            ["kvRead", "startTask"]
+        );
+        let st = rule.start_task.as_ref().unwrap();
+        assert!(st.allows_task_id("abc") && !st.allows_tag("x"));
+        assert!(st.allows_custom_property("Dept", "Sales"));
+        assert_eq!(rule.namespaces.as_ref().unwrap().len(), 2);
+        assert!(c.ignored_keys.is_empty(), "{:?}", c.ignored_keys);
+    }
+
+    #[test]
+    fn misspelt_keys_and_groups_are_errors() {
+        let e = Config::parse(
+            &format!("{BASE}      - commonName: a\n        kvNamespace: [x]\n"),
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("clients[0].kvNamespace: unknown key"), "{e}");
+        let e = Config::parse(
+            &format!("{BASE}      - commonName: a\n        endpoints: [kvread]\n"),
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("ButlerEdge.clientAuth.clients[0].endpoints[0]: expected one of ping"),
+            "{e}"
+        );
+        let e = Config::parse(&format!("{BASE}      - name: a\n"), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("exactly one of commonName, dnsName or uri"), "{e}");
+        let e = Config::parse(
+            &format!("{BASE}      - commonName: a\n      - commonName: a\n"),
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("clients[1]: commonName \"a\" is already used"), "{e}");
+    }
+
+    #[test]
+    fn client_auth_needs_tls_and_a_ca() {
+        let e = Config::parse(
+            "Butler:\n  logLevel: info\nButlerEdge:\n  clientAuth:\n    enable: true\n    ca: /ca.pem\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("client certificates need HTTPS"), "{e}");
+        let e = Config::parse(
+            "Butler:\n  restServerConfig:\n    tls:\n      enable: true\n      cert: /c.pem\n      key: /k.pem\nButlerEdge:\n  clientAuth:\n    enable: true\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("ButlerEdge.clientAuth.ca: expected"), "{e}");
+        let e = Config::parse(
+            "Butler:\n  restServerConfig:\n    tls:\n      enable: true\n      key: /k.pem\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("Butler.restServerConfig.tls.cert: expected the path"), "{e}");
+    }
+}

@@ -1,0 +1,197 @@
+//! The server side of TLS: the rustls configuration built from Butler's
+//! `restServerConfig.tls` files and our `clientAuth` CAs and CRLs.
+//!
+//! Everything is checked when the configuration is built (at start-up and on `SIGHUP`), so a
+//! missing, unreadable or non-PEM file, or a key that does not belong to the certificate, is
+//! an error naming the config key and the file — never a handshake that fails later.
+//! Caller certificates are verified inside the handshake by rustls's WebPKI verifier, so a
+//! connection without a trusted, current, unrevoked certificate never reaches HTTP.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+
+use crate::config::{ClientAuthConfig, TlsConfig};
+
+/// A TLS file or setting that cannot be used, named by its config key and path.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("{key}: {path}: {problem}")]
+    File {
+        key: &'static str,
+        path: PathBuf,
+        problem: String,
+    },
+    #[error(
+        "Butler.restServerConfig.tls.key: the private key in {key_path} does not belong to the \
+         certificate in {cert_path} (Butler.restServerConfig.tls.cert); use the key the \
+         certificate was issued for"
+    )]
+    KeyMismatch { cert_path: PathBuf, key_path: PathBuf },
+    #[error("{0}")]
+    Other(String),
+}
+
+fn file_error(key: &'static str, path: &Path, problem: impl Into<String>) -> TlsSetupError {
+    TlsSetupError::File {
+        key,
+        path: path.to_path_buf(),
+        problem: problem.into(),
+    }
+}
+
+fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, TlsSetupError> {
+    std::fs::read(path).map_err(|e| {
+        let problem = match e.kind() {
+            std::io::ErrorKind::NotFound => "no such file".to_string(),
+            std::io::ErrorKind::PermissionDenied => {
+                format!("cannot be read by this user (permission denied): {e}")
+            }
+            _ => format!("cannot be read: {e}"),
+        };
+        file_error(key, path, problem)
+    })
+}
+
+/// The certificates of a PEM file, in order.
+pub fn read_certs(
+    key: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
+    let data = read(key, path)?;
+    let certs = CertificateDer::pem_slice_iter(&data)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_error(key, path, format!("not valid PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(file_error(
+            key,
+            path,
+            "not a PEM certificate file (no -----BEGIN CERTIFICATE----- block found)",
+        ));
+    }
+    Ok(certs)
+}
+
+/// A private key as OpenSSL, Sense or rcgen write it: PKCS#1, PKCS#8 or SEC1, unencrypted.
+fn read_key(key: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
+    let data = read(key, path)?;
+    PrivateKeyDer::from_pem_slice(&data).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => file_error(
+            key,
+            path,
+            "not a PEM private key (no unencrypted -----BEGIN PRIVATE KEY-----, \
+             BEGIN RSA PRIVATE KEY or BEGIN EC PRIVATE KEY block found)",
+        ),
+        other => file_error(key, path, format!("not valid PEM: {other}")),
+    })
+}
+
+/// A CRL file, PEM (`BEGIN X509 CRL`) or DER; its signature and issuer are checked by the
+/// verifier, its structure here so the error names the file.
+fn read_crl(
+    key: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsSetupError> {
+    let data = read(key, path)?;
+    let mut crls = CertificateRevocationListDer::pem_slice_iter(&data)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_error(key, path, format!("not valid PEM: {e}")))?;
+    if crls.is_empty() {
+        if data.first() == Some(&0x30) {
+            crls.push(CertificateRevocationListDer::from(data));
+        } else {
+            return Err(file_error(
+                key,
+                path,
+                "not a CRL (no -----BEGIN X509 CRL----- block, and not DER either)",
+            ));
+        }
+    }
+    for crl in &crls {
+        x509_parser::parse_x509_crl(crl.as_ref())
+            .map_err(|e| file_error(key, path, format!("not a readable CRL: {e}")))?;
+    }
+    Ok(crls)
+}
+
+/// Builds the server configuration: HTTP/2 and HTTP/1.1 by ALPN, TLS 1.2 and 1.3, and —
+/// with `clientAuth` on — a mandatory client certificate from one of its CAs.
+pub fn server_config(
+    tls: &TlsConfig,
+    client_auth: &ClientAuthConfig,
+) -> Result<ServerConfig, TlsSetupError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut chain = read_certs("Butler.restServerConfig.tls.cert", &tls.cert)?;
+    if let Some(ca) = &tls.ca {
+        chain.extend(read_certs("Butler.restServerConfig.tls.ca", ca)?);
+    }
+    let key = read_key("Butler.restServerConfig.tls.key", &tls.key)?;
+
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsSetupError::Other(format!("TLS protocol versions: {e}")))?;
+    let builder = if client_auth.enable {
+        let mut roots = RootCertStore::empty();
+        for path in &client_auth.ca {
+            for cert in read_certs("ButlerEdge.clientAuth.ca", path)? {
+                roots.add(cert).map_err(|e| {
+                    file_error(
+                        "ButlerEdge.clientAuth.ca",
+                        path,
+                        format!("not a usable CA certificate: {e}"),
+                    )
+                })?;
+            }
+        }
+        let mut crls = Vec::new();
+        for path in &client_auth.crl {
+            crls.extend(read_crl("ButlerEdge.clientAuth.crl", path)?);
+        }
+        // CRLs are checked for the CAs that issued them; certificates of a CA with no CRL
+        // configured are accepted when otherwise valid (a missing CRL is not a revocation).
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .with_crls(crls)
+            .allow_unknown_revocation_status()
+            .build()
+            .map_err(|e| {
+                TlsSetupError::Other(format!(
+                    "ButlerEdge.clientAuth: cannot use the CA bundles {} with the CRLs {}: {e}",
+                    list(&client_auth.ca),
+                    list(&client_auth.crl)
+                ))
+            })?;
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let mut config = builder.with_single_cert(chain, key).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+            TlsSetupError::KeyMismatch {
+                cert_path: tls.cert.clone(),
+                key_path: tls.key.clone(),
+            }
+        }
+        other => TlsSetupError::Other(format!(
+            "Butler.restServerConfig.tls: the certificate {} and key {} cannot be used: {other}",
+            tls.cert.display(),
+            tls.key.display()
+        )),
+    })?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+fn list(paths: &[PathBuf]) -> String {
+    if paths.is_empty() {
+        return "(none)".to_string();
+    }
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
