@@ -5,3 +5,4 @@
 pub mod fake_qrs;
 pub mod pki;
 pub mod server;
+pub mod tls_client;

@@ -40,6 +40,8 @@ pub enum Validity {
     Expired,
     /// Starts tomorrow.
     NotYetValid,
+    /// From yesterday until this many days from now (for expiry warnings).
+    EndsInDays(i64),
 }
 
 impl Validity {
@@ -50,6 +52,7 @@ impl Validity {
             Validity::Current => (now - day, now + Duration::days(365)),
             Validity::Expired => (now - Duration::days(30), now - day),
             Validity::NotYetValid => (now + day, now + Duration::days(365)),
+            Validity::EndsInDays(days) => (now - day, now + Duration::days(days)),
         }
     }
 }
@@ -58,7 +61,8 @@ impl Validity {
 #[derive(Clone, Debug)]
 pub struct CertSpec {
     pub common_name: String,
-    /// DNS names and IP addresses; each entry that parses as an IP becomes an IP SAN.
+    /// DNS names, IP addresses and URIs; each entry that parses as an IP becomes an IP SAN,
+    /// each containing `:` (`spiffe://…`, `urn:…`) a URI SAN, the rest DNS SANs.
     pub names: Vec<String>,
     pub key: KeyKind,
     pub validity: Validity,
@@ -93,6 +97,12 @@ impl CertSpec {
 
     pub fn key(mut self, key: KeyKind) -> CertSpec {
         self.key = key;
+        self
+    }
+
+    /// Sets the subject alternative names (see [`CertSpec::names`]).
+    pub fn names(mut self, names: &[&str]) -> CertSpec {
+        self.names = names.iter().map(|n| n.to_string()).collect();
         self
     }
 
@@ -168,6 +178,9 @@ impl Ca {
             .iter()
             .map(|n| match n.parse::<IpAddr>() {
                 Ok(ip) => SanType::IpAddress(ip),
+                Err(_) if n.contains(':') => {
+                    SanType::URI(n.clone().try_into().expect("test cert: URI"))
+                }
                 Err(_) => SanType::DnsName(n.clone().try_into().expect("test cert: DNS name")),
             })
             .collect();

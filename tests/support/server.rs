@@ -126,6 +126,36 @@ impl Server {
         format!("http://127.0.0.1:{}{}", self.port, path)
     }
 
+    /// The same path on the HTTPS listener, as `localhost` (the test server certificates' name).
+    pub fn https_url(&self, path: &str) -> String {
+        format!("https://localhost:{}{}", self.port, path)
+    }
+
+    /// Sends SIGHUP (reload certificates and the client list).
+    pub fn hangup(&self) {
+        let status = Command::new("kill")
+            .arg("-HUP")
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill -HUP");
+        assert!(status.success(), "kill -HUP failed");
+    }
+
+    /// Waits until the log holds `needle` at least `count` times; panics with the log after
+    /// 20 s.
+    pub fn wait_for_log(&self, needle: &str, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.log().matches(needle).count() < count {
+            if Instant::now() > deadline {
+                panic!(
+                    "log did not show {needle:?} {count} time(s) within 20 s; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
