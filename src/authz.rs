@@ -171,12 +171,10 @@ impl Policy {
             Caller::Anonymous => Access::Unknown {
                 label: "anonymous".to_string(),
             },
-            Caller::Certificate(id) => {
-                match self.clients.iter().find(|c| c.matcher.matches(id)) {
-                    Some(rule) => Access::Client(rule.clone()),
-                    None => Access::Unknown { label: id.label() },
-                }
-            }
+            Caller::Certificate(id) => match self.clients.iter().find(|c| c.matcher.matches(id)) {
+                Some(rule) => Access::Client(rule.clone()),
+                None => Access::Unknown { label: id.label() },
+            },
         }
     }
 }
@@ -220,7 +218,11 @@ impl Access {
                 if rule.endpoints.is_empty() {
                     "nothing".to_string()
                 } else {
-                    rule.endpoints.iter().copied().collect::<Vec<_>>().join(", ")
+                    rule.endpoints
+                        .iter()
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 }
             ))),
             Access::Unknown { label } => Err(forbidden(format!(
@@ -356,7 +358,11 @@ mod tests {
                 .is_ok()
         );
         let e = access
-            .check_group(EndpointGroup::KvWrite, &http::Method::POST, "/v4/keyvalues/a")
+            .check_group(
+                EndpointGroup::KvWrite,
+                &http::Method::POST,
+                "/v4/keyvalues/a",
+            )
             .unwrap_err();
         assert_eq!(
             e.message,

@@ -72,7 +72,12 @@ pub fn report(config: &Config) -> String {
                     if client.endpoints.is_empty() {
                         "no endpoints".to_string()
                     } else {
-                        client.endpoints.iter().copied().collect::<Vec<_>>().join(", ")
+                        client
+                            .endpoints
+                            .iter()
+                            .copied()
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     },
                     match &client.start_task {
                         Some(p) => format!(

@@ -12,9 +12,9 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::http::server;
+use crate::http::tls::TlsSetupError;
 use crate::kv::idempotency::IdempotencyStore;
 use crate::kv::{Store, StoreError};
-use crate::http::tls::TlsSetupError;
 use crate::qrs::{QrsClient, QrsSetupError};
 use crate::security::{Security, SecurityHandle, daily_expiry_check, warn_expiring};
 use crate::state::AppState;

@@ -84,7 +84,10 @@ fn http2_and_http1_both_work_over_tls12_and_tls13() {
         let (status, body) = conn
             .request("GET", "/v4/keyvalues/tls?key=k", None)
             .unwrap();
-        assert_eq!((status, body.as_str()), (200, r#"{"namespace":"tls","key":"k","value":"v"}"#));
+        assert_eq!(
+            (status, body.as_str()),
+            (200, r#"{"namespace":"tls","key":"k","value":"v"}"#)
+        );
     }
 }
 
@@ -191,14 +194,18 @@ fn unusable_tls_files_stop_start_up_with_the_key_and_file_named() {
     write("server.pem", "this is not a certificate\n");
     let (_, err) = start_fails(d, TLS_CONFIG);
     assert!(
-        err.contains(&format!("Butler.restServerConfig.tls.cert: {cert_path}: not a PEM certificate file")),
+        err.contains(&format!(
+            "Butler.restServerConfig.tls.cert: {cert_path}: not a PEM certificate file"
+        )),
         "{err}"
     );
     reset();
     write("server_key.pem", &server.cert_pem); // a certificate where the key should be
     let (_, err) = start_fails(d, TLS_CONFIG);
     assert!(
-        err.contains(&format!("Butler.restServerConfig.tls.key: {key_path}: not a PEM private key")),
+        err.contains(&format!(
+            "Butler.restServerConfig.tls.key: {key_path}: not a PEM private key"
+        )),
         "{err}"
     );
 
@@ -208,7 +215,9 @@ fn unusable_tls_files_stop_start_up_with_the_key_and_file_named() {
     std::fs::create_dir(d.join("server_key.pem")).unwrap();
     let (_, err) = start_fails(d, TLS_CONFIG);
     assert!(
-        err.contains(&format!("Butler.restServerConfig.tls.key: {key_path}: cannot be read")),
+        err.contains(&format!(
+            "Butler.restServerConfig.tls.key: {key_path}: cannot be read"
+        )),
         "{err}"
     );
     std::fs::remove_dir(d.join("server_key.pem")).unwrap();
@@ -258,7 +267,10 @@ fn check_config_lists_the_tls_files_and_expiry_is_warned_at_start_up() {
         )),
         "{out}"
     );
-    assert!(out.contains("(9 days)") || out.contains("(10 days)"), "{out}");
+    assert!(
+        out.contains("(9 days)") || out.contains("(10 days)"),
+        "{out}"
+    );
 
     let data = dir.path().join("data");
     let server = Server::start_in(dir, data, TLS_CONFIG);
@@ -283,7 +295,10 @@ fn sighup_swaps_the_certificate_while_an_open_connection_keeps_working() {
 
     // New connections get the new certificate: trusted by the new CA only.
     let new_trust = client_config(&new_ca.cert_pem, None, &[b"http/1.1"], Versions::Both);
-    assert_eq!(try_get(server.port, new_trust, "/v4/butlerping").unwrap().0, 200);
+    assert_eq!(
+        try_get(server.port, new_trust, "/v4/butlerping").unwrap().0,
+        200
+    );
     let refused = try_get(server.port, old_trust(), "/v4/butlerping");
     assert!(
         refused
@@ -304,7 +319,11 @@ fn a_broken_file_on_sighup_keeps_the_running_certificate() {
     let key_path = server.config_dir().join("server_key.pem");
     let good_key = std::fs::read_to_string(&key_path).unwrap();
 
-    std::fs::write(&key_path, "-----BEGIN PRIVATE KEY-----\nnot base64 at all\n").unwrap();
+    std::fs::write(
+        &key_path,
+        "-----BEGIN PRIVATE KEY-----\nnot base64 at all\n",
+    )
+    .unwrap();
     server.hangup();
     server.wait_for_log("reload failed", 1);
     let log = server.log();
@@ -315,14 +334,24 @@ fn a_broken_file_on_sighup_keeps_the_running_certificate() {
         )),
         "{log}"
     );
-    assert_eq!(try_get(server.port, trust(), "/v4/butlerping").unwrap().0, 200);
+    assert_eq!(
+        try_get(server.port, trust(), "/v4/butlerping").unwrap().0,
+        200
+    );
 
     // A key from another certificate: refused the same way.
     std::fs::write(&key_path, ca.server_cert(&["localhost"]).key_pem).unwrap();
     server.hangup();
     server.wait_for_log("reload failed", 2);
-    assert!(server.log().contains("does not belong to the certificate"), "{}", server.log());
-    assert_eq!(try_get(server.port, trust(), "/v4/butlerping").unwrap().0, 200);
+    assert!(
+        server.log().contains("does not belong to the certificate"),
+        "{}",
+        server.log()
+    );
+    assert_eq!(
+        try_get(server.port, trust(), "/v4/butlerping").unwrap().0,
+        200
+    );
 
     // A config file that no longer parses: refused too.
     let config_path = server.config_dir().join("config.yaml");
@@ -331,11 +360,21 @@ fn a_broken_file_on_sighup_keeps_the_running_certificate() {
     std::fs::write(&config_path, config.replace("serverPort:", "serverPort: [")).unwrap();
     server.hangup();
     server.wait_for_log("reload failed", 3);
-    assert_eq!(try_get(server.port, trust(), "/v4/butlerping").unwrap().0, 200);
+    assert_eq!(
+        try_get(server.port, trust(), "/v4/butlerping").unwrap().0,
+        200
+    );
 
     // Switching TLS off needs a restart.
-    std::fs::write(&config_path, config.replace("      enable: true", "      enable: false")).unwrap();
+    std::fs::write(
+        &config_path,
+        config.replace("      enable: true", "      enable: false"),
+    )
+    .unwrap();
     server.hangup();
     server.wait_for_log("switching between HTTP and HTTPS needs a restart", 1);
-    assert_eq!(try_get(server.port, trust(), "/v4/butlerping").unwrap().0, 200);
+    assert_eq!(
+        try_get(server.port, trust(), "/v4/butlerping").unwrap().0,
+        200
+    );
 }

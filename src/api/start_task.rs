@@ -10,8 +10,8 @@ use http_body_util::Full;
 use serde_json::Value;
 
 use crate::api::kv::{check_size, namespace_full, parse_ttl, scalar_text};
-use crate::config::{Limits, describe};
 use crate::authz::Access;
+use crate::config::{Limits, describe};
 use crate::http::error::ApiError;
 use crate::http::router::{EndpointGroup, ResponseBody};
 use crate::kv::idempotency::Answer;

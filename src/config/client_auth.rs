@@ -57,7 +57,9 @@ pub fn parse_tls(r: &Reader) -> Result<TlsConfig, ConfigError> {
             .filter(|p| !p.as_os_str().is_empty())
             .ok_or_else(|| ConfigError::Invalid {
                 path: path.to_string(),
-                expected: format!("the path of {what} (Butler.restServerConfig.tls.enable is true)"),
+                expected: format!(
+                    "the path of {what} (Butler.restServerConfig.tls.enable is true)"
+                ),
                 found: "nothing".to_string(),
             })
     };
@@ -82,8 +84,16 @@ fn paths(r: &Reader, path: &str) -> Result<Vec<PathBuf>, ConfigError> {
     match r.get(path) {
         None => Ok(Vec::new()),
         Some(Value::String(s)) => Ok(vec![PathBuf::from(s)]),
-        Some(Value::Array(_)) => Ok(r.string_list(path)?.into_iter().map(PathBuf::from).collect()),
-        Some(other) => Err(ConfigError::invalid(path, "a file path or a list of them", other)),
+        Some(Value::Array(_)) => Ok(r
+            .string_list(path)?
+            .into_iter()
+            .map(PathBuf::from)
+            .collect()),
+        Some(other) => Err(ConfigError::invalid(
+            path,
+            "a file path or a list of them",
+            other,
+        )),
     }
 }
 
@@ -124,7 +134,10 @@ pub fn parse_client_auth(r: &Reader, tls: &TlsConfig) -> Result<ClientAuthConfig
         enable,
         ca,
         crl,
-        policy: Policy { enabled: enable, clients },
+        policy: Policy {
+            enabled: enable,
+            clients,
+        },
     })
 }
 
@@ -176,7 +189,10 @@ fn parse_client(at: &str, item: &Value) -> Result<ClientRule, ConfigError> {
     let field = |key: &str| map.get(key).filter(|v| !v.is_null());
     let mut matchers = Vec::new();
     if let Some(v) = field("commonName") {
-        matchers.push(IdentityMatch::CommonName(text(&format!("{at}.commonName"), v)?));
+        matchers.push(IdentityMatch::CommonName(text(
+            &format!("{at}.commonName"),
+            v,
+        )?));
     }
     if let Some(v) = field("dnsName") {
         matchers.push(IdentityMatch::DnsName(text(&format!("{at}.dnsName"), v)?));
@@ -347,14 +363,20 @@ mod tests {
         let e = Config::parse(&format!("{BASE}      - name: a\n"), "t")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("exactly one of commonName, dnsName or uri"), "{e}");
+        assert!(
+            e.contains("exactly one of commonName, dnsName or uri"),
+            "{e}"
+        );
         let e = Config::parse(
             &format!("{BASE}      - commonName: a\n      - commonName: a\n"),
             "t",
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("clients[1]: commonName \"a\" is already used"), "{e}");
+        assert!(
+            e.contains("clients[1]: commonName \"a\" is already used"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -379,6 +401,9 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.starts_with("Butler.restServerConfig.tls.cert: expected the path"), "{e}");
+        assert!(
+            e.starts_with("Butler.restServerConfig.tls.cert: expected the path"),
+            "{e}"
+        );
     }
 }

@@ -12,8 +12,8 @@ mod start_task;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use reader::{ConfigError, Reader, describe};
 pub use client_auth::{ClientAuthConfig, TlsConfig};
+pub use reader::{ConfigError, Reader, describe};
 pub use start_task::StartTaskConfig;
 
 /// The configuration used when `--config` is not given.

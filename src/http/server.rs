@@ -91,6 +91,11 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, mut shutdown: Sh
                             let io = TokioIo::new(tls_stream);
                             serve_connection(io, peer, caller, state, &builder, watcher).await;
                         }
+                        // A peer that connects and leaves without a word (a port probe,
+                        // a load balancer's check) is not worth an info line.
+                        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                            tracing::debug!(peer = %peer, "connection closed before a TLS handshake");
+                        }
                         Ok(Err(e)) => {
                             tracing::info!(peer = %peer, error = %e, "TLS handshake failed; connection closed");
                         }

@@ -31,7 +31,10 @@ pub enum TlsSetupError {
          certificate in {cert_path} (Butler.restServerConfig.tls.cert); use the key the \
          certificate was issued for"
     )]
-    KeyMismatch { cert_path: PathBuf, key_path: PathBuf },
+    KeyMismatch {
+        cert_path: PathBuf,
+        key_path: PathBuf,
+    },
     #[error("{0}")]
     Other(String),
 }
