@@ -378,3 +378,41 @@ fn a_broken_file_on_sighup_keeps_the_running_certificate() {
         200
     );
 }
+
+#[test]
+fn new_connections_are_not_refused_while_sighup_swaps_certificates() {
+    let (ca, server) = start_tls();
+    let port = server.port;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hammer = {
+        let stop = stop.clone();
+        let trust = client_config(&ca.cert_pem, None, &[b"http/1.1"], Versions::Both);
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0usize, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match try_get(port, trust.clone(), "/v4/butlerping") {
+                    Ok((200, _)) => ok += 1,
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    for round in 1..=5 {
+        ca.server_cert(&["localhost", "127.0.0.1"])
+            .write(server.config_dir(), "server");
+        server.hangup();
+        server.wait_for_log("reloaded certificates", round);
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = hammer.join().unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of {} connections failed: {:?}",
+        failed.len(),
+        ok + failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    assert!(ok > 5, "only {ok} connections made during the swaps");
+}
