@@ -1,0 +1,229 @@
+//! What client certificates cost, measured side by side against the real binary: new
+//! connections per second (TCP connect + full TLS handshake + one request + close) and
+//! requests per second on kept-alive connections, for HTTPS without client authentication,
+//! with an EC P-256 client certificate, and with an RSA-2048 one (what Sense exports), plus
+//! plain HTTP as the floor.
+//!
+//! Not a test of behaviour but a measurement that prints figures; run it on a release build:
+//! `cargo test --release --test mtls_cost -- --ignored --nocapture`
+//! (`MTLS_COST_SECS` sets the seconds per figure, default 5; `MTLS_COST_THREADS` the
+//! concurrent clients, default 4). Client and server share the machine, so the figures are for
+//! comparison, not capacity.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use support::pki::{Ca, CertSpec, Issued, KeyKind};
+use support::server::Server;
+use support::tls_client::{Conn, Versions, client_config};
+
+const BASE: &str = "\
+Butler:
+  logLevel: warn
+  restServerConfig:
+    enable: true
+    serverHost: 127.0.0.1
+    serverPort: {port}
+{tls}
+  restServerEndpointsEnable:
+    butlerping: true
+";
+
+const TLS: &str = "    tls:
+      enable: true
+      cert: {dir}/server.pem
+      key: {dir}/server_key.pem";
+
+const CLIENT_AUTH: &str = "ButlerEdge:
+  clientAuth:
+    enable: true
+    ca: {dir}/callers-ca.pem
+    clients:
+      - commonName: bench
+        endpoints: [ping]
+";
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Runs `work` on `threads` threads for `secs` seconds; returns operations per second.
+fn rate(threads: usize, secs: u64, work: impl Fn() -> Box<dyn FnMut() + Send> + Sync) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let mut op = work();
+            let stop = stop.clone();
+            let count = count.clone();
+            scope.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    op();
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_secs(secs));
+        stop.store(true, Ordering::Relaxed);
+    });
+    count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// One GET over a plain TCP connection (HTTP/1.1), for the plain-HTTP floor.
+fn plain_get(stream: &mut TcpStream) {
+    stream
+        .write_all(b"GET /v4/butlerping HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("write");
+    let mut buf = [0u8; 1024];
+    let mut seen = Vec::new();
+    loop {
+        let n = stream.read(&mut buf).expect("read");
+        assert!(n > 0, "connection closed");
+        seen.extend_from_slice(&buf[..n]);
+        if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&seen[..end]).to_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if seen.len() >= end + 4 + length {
+                assert!(head.starts_with("http/1.1 200"), "{head}");
+                return;
+            }
+        }
+    }
+}
+
+struct Scenario {
+    name: &'static str,
+    server: Server,
+    /// `None`: plain HTTP.
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+fn scenario(
+    name: &'static str,
+    tls_on: bool,
+    client_auth: bool,
+    identity: Option<&Issued>,
+    pki: &Pki,
+) -> Scenario {
+    let dir = tempfile::tempdir().unwrap();
+    pki.server.write(dir.path(), "server");
+    pki.callers.write_cert(dir.path(), "callers-ca");
+    let mut config = BASE.replace("{tls}", if tls_on { TLS } else { "" });
+    if client_auth {
+        config.push_str(CLIENT_AUTH);
+    }
+    let data = dir.path().join("data");
+    let server = Server::start_in(dir, data, &config);
+    let tls = tls_on.then(|| {
+        let mut config = (*client_config(
+            &pki.server_ca.cert_pem,
+            identity,
+            &[b"http/1.1"],
+            Versions::Both,
+        ))
+        .clone();
+        // Every new connection pays a full handshake: no session resumption.
+        config.resumption = rustls::client::Resumption::disabled();
+        Arc::new(config)
+    });
+    Scenario { name, server, tls }
+}
+
+struct Pki {
+    server_ca: Ca,
+    server: Issued,
+    callers: Ca,
+}
+
+#[test]
+#[ignore = "measurement: run with --release -- --ignored --nocapture"]
+fn mtls_cost_side_by_side() {
+    let secs = env_number("MTLS_COST_SECS", 5);
+    let threads = env_number("MTLS_COST_THREADS", 4) as usize;
+    let server_ca = Ca::new("Server CA");
+    let pki = Pki {
+        server: server_ca.server_cert(&["localhost", "127.0.0.1"]),
+        server_ca,
+        callers: Ca::new("Callers CA"),
+    };
+    let ec_client = pki.callers.client_cert("bench", KeyKind::EcP256Pkcs8);
+    let rsa_client = pki.callers.client_cert("bench", KeyKind::RsaPkcs1);
+    let scenarios = [
+        scenario("plain HTTP", false, false, None, &pki),
+        scenario("HTTPS, no client auth", true, false, None, &pki),
+        scenario(
+            "HTTPS + client cert EC P-256",
+            true,
+            true,
+            Some(&ec_client),
+            &pki,
+        ),
+        scenario(
+            "HTTPS + client cert RSA-2048",
+            true,
+            true,
+            Some(&rsa_client),
+            &pki,
+        ),
+    ];
+    println!(
+        "\nmTLS cost: {threads} client threads, {secs} s per figure, server cert EC P-256, \
+         TLS 1.3, HTTP/1.1, GET /v4/butlerping"
+    );
+    println!(
+        "{:<32} {:>16} {:>22}",
+        "", "new conns/s", "keep-alive requests/s"
+    );
+    for s in &scenarios {
+        let port = s.server.port;
+        let new_conns = rate(threads, secs, || {
+            let tls = s.tls.clone();
+            Box::new(move || match &tls {
+                Some(config) => {
+                    let mut conn = Conn::open(port, config.clone()).expect("handshake");
+                    let (status, _) = conn
+                        .request("GET", "/v4/butlerping", None)
+                        .expect("request");
+                    assert_eq!(status, 200);
+                }
+                None => {
+                    let mut tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+                    plain_get(&mut tcp);
+                }
+            })
+        });
+        let kept = rate(threads, secs, || {
+            let tls = s.tls.clone();
+            match tls {
+                Some(config) => {
+                    let mut conn = Conn::open(port, config).expect("handshake");
+                    Box::new(move || {
+                        let (status, _) = conn
+                            .request("GET", "/v4/butlerping", None)
+                            .expect("request");
+                        assert_eq!(status, 200);
+                    })
+                }
+                None => {
+                    let mut tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+                    tcp.set_nodelay(true).expect("nodelay");
+                    Box::new(move || plain_get(&mut tcp))
+                }
+            }
+        });
+        println!("{:<32} {:>16.0} {:>22.0}", s.name, new_conns, kept);
+    }
+}
