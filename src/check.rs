@@ -55,6 +55,20 @@ pub fn report(config: &Config) -> String {
             "listener: {scheme}://{}:{}",
             config.rest.host, config.rest.port
         );
+        if config.rest.tls.enable {
+            // The same checks start-up and SIGHUP make: files readable, PEM, key matching.
+            match crate::http::tls::server_config(&config.rest.tls, &config.client_auth) {
+                Ok(_) => {
+                    let _ = writeln!(
+                        out,
+                        "TLS files: usable (certificate, key, caller CAs, CRLs)"
+                    );
+                }
+                Err(e) => {
+                    let _ = writeln!(out, "TLS files: problem: {e}");
+                }
+            }
+        }
         let auth = &config.client_auth;
         if auth.enable {
             let _ = writeln!(

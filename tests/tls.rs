@@ -271,6 +271,20 @@ fn check_config_lists_the_tls_files_and_expiry_is_warned_at_start_up() {
         out.contains("(9 days)") || out.contains("(10 days)"),
         "{out}"
     );
+    assert!(out.contains("TLS files: usable"), "{out}");
+    // A key that does not match is reported by check-config too.
+    let good_key = std::fs::read_to_string(dir.path().join("server_key.pem")).unwrap();
+    std::fs::write(
+        dir.path().join("server_key.pem"),
+        ca.server_cert(&["localhost"]).key_pem,
+    )
+    .unwrap();
+    let (_, out, _) = run_cli(&["check-config", config_path.to_str().unwrap()]);
+    assert!(
+        out.contains("TLS files: problem: Butler.restServerConfig.tls.key: the private key in"),
+        "{out}"
+    );
+    std::fs::write(dir.path().join("server_key.pem"), good_key).unwrap();
 
     let data = dir.path().join("data");
     let server = Server::start_in(dir, data, TLS_CONFIG);
