@@ -58,7 +58,8 @@ pub async fn run(config: Config, data_dir: PathBuf) -> Result<(), StartupError> 
         );
         if security.policy.clients.is_empty() {
             tracing::warn!(
-                "ButlerEdge.clientAuth.clients is empty: every caller's certificate will be                  refused with 403; list the callers and what they may do"
+                "ButlerEdge.clientAuth.clients is empty: every caller's certificate will be \
+                 refused with 403; list the callers and what they may do"
             );
         }
     }
