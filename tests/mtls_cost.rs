@@ -7,8 +7,9 @@
 //! Not a test of behaviour but a measurement that prints figures; run it on a release build:
 //! `cargo test --release --test mtls_cost -- --ignored --nocapture`
 //! (`MTLS_COST_SECS` sets the seconds per figure, default 5; `MTLS_COST_THREADS` the
-//! concurrent clients, default 4). Client and server share the machine, so the figures are for
-//! comparison, not capacity.
+//! concurrent clients, default 4). Client and server share the machine, so the rates are for
+//! comparison, not capacity; the server's own CPU time per connection and per request (from
+//! /proc) is printed beside them, which the client's share does not distort.
 
 mod support;
 
@@ -55,10 +56,37 @@ fn env_number(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Runs `work` on `threads` threads for `secs` seconds; returns operations per second.
-fn rate(threads: usize, secs: u64, work: impl Fn() -> Box<dyn FnMut() + Send> + Sync) -> f64 {
+/// CPU seconds (user + system) the process `pid` has used so far, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let ticks = *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    });
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields[11].parse().expect("utime");
+    let stime: f64 = fields[12].parse().expect("stime");
+    (utime + stime) / ticks
+}
+
+/// Runs `work` on `threads` threads for `secs` seconds; returns (operations per second,
+/// the server's CPU microseconds per operation).
+fn rate(
+    pid: u32,
+    threads: usize,
+    secs: u64,
+    work: impl Fn() -> Box<dyn FnMut() + Send> + Sync,
+) -> (f64, f64) {
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
+    let cpu_before = cpu_seconds(pid);
     let started = Instant::now();
     std::thread::scope(|scope| {
         for _ in 0..threads {
@@ -75,7 +103,10 @@ fn rate(threads: usize, secs: u64, work: impl Fn() -> Box<dyn FnMut() + Send> + 
         std::thread::sleep(Duration::from_secs(secs));
         stop.store(true, Ordering::Relaxed);
     });
-    count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    let elapsed = started.elapsed().as_secs_f64();
+    let ops = count.load(Ordering::Relaxed) as f64;
+    let cpu = cpu_seconds(pid) - cpu_before;
+    (ops / elapsed, cpu * 1e6 / ops.max(1.0))
 }
 
 /// One GET over a plain TCP connection (HTTP/1.1), for the plain-HTTP floor.
@@ -184,12 +215,13 @@ fn mtls_cost_side_by_side() {
          TLS 1.3, HTTP/1.1, GET /v4/butlerping"
     );
     println!(
-        "{:<32} {:>16} {:>22}",
-        "", "new conns/s", "keep-alive requests/s"
+        "{:<30} {:>12} {:>16} {:>16} {:>16}",
+        "", "new conns/s", "server µs/conn", "keep-alive req/s", "server µs/req"
     );
     for s in &scenarios {
         let port = s.server.port;
-        let new_conns = rate(threads, secs, || {
+        let pid = s.server.pid();
+        let (new_conns, conn_cpu) = rate(pid, threads, secs, || {
             let tls = s.tls.clone();
             Box::new(move || match &tls {
                 Some(config) => {
@@ -205,7 +237,7 @@ fn mtls_cost_side_by_side() {
                 }
             })
         });
-        let kept = rate(threads, secs, || {
+        let (kept, req_cpu) = rate(pid, threads, secs, || {
             let tls = s.tls.clone();
             match tls {
                 Some(config) => {
@@ -224,6 +256,9 @@ fn mtls_cost_side_by_side() {
                 }
             }
         });
-        println!("{:<32} {:>16.0} {:>22.0}", s.name, new_conns, kept);
+        println!(
+            "{:<30} {:>12.0} {:>16.0} {:>16.0} {:>16.1}",
+            s.name, new_conns, conn_cpu, kept, req_cpu
+        );
     }
 }
