@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use support::pki::{Ca, CertSpec, Issued, KeyKind};
+use support::pki::{Ca, Issued, KeyKind};
 use support::server::Server;
 use support::tls_client::{Conn, Versions, client_config};
 
