@@ -17,7 +17,7 @@ use crate::authz::Policy;
 use crate::check::certificate_files;
 use crate::config::Config;
 use crate::http::tls::{TlsSetupError, server_config};
-use crate::pki::read_cert_summaries;
+use crate::pki::{read_cert_summaries, read_crl_summaries};
 
 /// Certificates expiring within this many days are warned about.
 pub const EXPIRY_WARNING_DAYS: i64 = 30;
@@ -29,6 +29,8 @@ pub struct Security {
     pub policy: Arc<Policy>,
     /// Every certificate file the config names, for expiry warnings.
     pub certificate_files: Vec<(&'static str, PathBuf)>,
+    /// The CRL files in force, for staleness warnings.
+    pub crl_files: Vec<PathBuf>,
 }
 
 impl Security {
@@ -44,6 +46,11 @@ impl Security {
             tls,
             policy: Arc::new(config.client_auth.policy.clone()),
             certificate_files: certificate_files(config),
+            crl_files: if config.client_auth.enable {
+                config.client_auth.crl.clone()
+            } else {
+                Vec::new()
+            },
         })
     }
 }
@@ -100,9 +107,13 @@ impl SecurityHandle {
             clients: security.policy.clients.len(),
             crls: config.client_auth.crl.len(),
         };
-        let files = security.certificate_files.clone();
+        let (files, crls) = (
+            security.certificate_files.clone(),
+            security.crl_files.clone(),
+        );
         self.replace(security);
         warn_expiring(&files);
+        warn_stale_crls(&crls);
         Ok(summary)
     }
 }
@@ -141,12 +152,35 @@ pub fn warn_expiring(files: &[(&'static str, PathBuf)]) {
     }
 }
 
+/// Logs a warning for each CRL whose issuer promised a newer one by now: revocations made
+/// since are not known until the file is replaced.
+pub fn warn_stale_crls(files: &[PathBuf]) {
+    for path in files {
+        match read_crl_summaries(path) {
+            Ok(crls) => {
+                for crl in crls.iter().filter(|c| c.is_stale()) {
+                    tracing::warn!(
+                        file = %path.display(), issuer = %crl.issuer, next_update = %crl.next_update_text,
+                        "CRL (ButlerEdge.clientAuth.crl) is past its next update: issue a new one \
+                         and reload, or revocations made since are not enforced"
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::warn!(file = %path.display(), "CRL (ButlerEdge.clientAuth.crl): {e}")
+            }
+        }
+    }
+}
+
 /// Repeats the expiry check once a day for as long as the service runs.
 pub async fn daily_expiry_check(handle: Arc<SecurityHandle>) {
     let mut interval = tokio::time::interval(Duration::from_secs(86_400));
     interval.tick().await; // the first tick is immediate; start-up already checked
     loop {
         interval.tick().await;
-        warn_expiring(&handle.current().certificate_files);
+        let current = handle.current();
+        warn_expiring(&current.certificate_files);
+        warn_stale_crls(&current.crl_files);
     }
 }

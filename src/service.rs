@@ -16,7 +16,9 @@ use crate::http::tls::TlsSetupError;
 use crate::kv::idempotency::IdempotencyStore;
 use crate::kv::{Store, StoreError};
 use crate::qrs::{QrsClient, QrsSetupError};
-use crate::security::{Security, SecurityHandle, daily_expiry_check, warn_expiring};
+use crate::security::{
+    Security, SecurityHandle, daily_expiry_check, warn_expiring, warn_stale_crls,
+};
 use crate::state::AppState;
 use crate::state::StartTaskState;
 use crate::tasks::Starter;
@@ -64,6 +66,7 @@ pub async fn run(config: Config, data_dir: PathBuf) -> Result<(), StartupError> 
         }
     }
     warn_expiring(&security.certificate_files);
+    warn_stale_crls(&security.crl_files);
     let security = Arc::new(SecurityHandle::new(security));
     let expiry_task = tokio::spawn(daily_expiry_check(security.clone()));
 

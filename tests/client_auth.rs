@@ -244,6 +244,13 @@ fn untrusted_out_of_date_and_revoked_certificates_fail_in_the_handshake() {
         !log.contains("path=/v4/butlerping"),
         "a request was processed for a refused certificate:\n{log}"
     );
+    // Who was refused is logged too.
+    assert_eq!(
+        log.matches("client certificate refused client=CN=reader")
+            .count(),
+        4,
+        "{log}"
+    );
 
     // The same port still serves a good certificate, over HTTP/2 too, with the caller logged.
     let (status, _) = s.call(&s.reader, "GET", "/v4/butlerping", None);
@@ -479,6 +486,36 @@ fn sighup_reloads_the_client_list_and_crl_for_kept_alive_connections() {
         201
     );
     assert!(try_get(s.server.port, s.tls(Some(&s.ops)), "/v4/butlerping").is_err());
+    assert_eq!(
+        try_get(s.server.port, s.tls(Some(&s.reader)), "/v4/butlerping")
+            .unwrap()
+            .0,
+        200
+    );
+}
+
+#[test]
+fn a_stale_crl_is_warned_about_and_still_enforced() {
+    let s = setup();
+    let stale = s.callers.crl_pem_next_update(
+        &[&s.revoked],
+        time::OffsetDateTime::now_utc() - time::Duration::days(2),
+    );
+    std::fs::write(s.server.config_dir().join("callers-crl.pem"), stale).unwrap();
+    s.server.hangup();
+    s.server.wait_for_log("reloaded certificates", 1);
+    s.server
+        .wait_for_log("CRL (ButlerEdge.clientAuth.crl) is past its next update", 1);
+    assert!(
+        s.server.log().contains("issuer=CN=Callers CA"),
+        "{}",
+        s.server.log()
+    );
+    let refused = try_get(s.server.port, s.tls(Some(&s.revoked)), "/v4/butlerping");
+    assert!(
+        refused.is_err(),
+        "revoked certificate accepted: {refused:?}"
+    );
     assert_eq!(
         try_get(s.server.port, s.tls(Some(&s.reader)), "/v4/butlerping")
             .unwrap()

@@ -226,10 +226,16 @@ impl Ca {
 
     /// A CRL signed by this CA revoking `revoked`, as PEM.
     pub fn crl_pem(&self, revoked: &[&Issued]) -> String {
-        let now = OffsetDateTime::now_utc();
+        self.crl_pem_next_update(revoked, OffsetDateTime::now_utc() + Duration::days(7))
+    }
+
+    /// A CRL like [`Ca::crl_pem`] whose issuer promises the next one at `next_update`
+    /// (in the past for a stale CRL; this update is then a day before it).
+    pub fn crl_pem_next_update(&self, revoked: &[&Issued], next_update: OffsetDateTime) -> String {
+        let now = OffsetDateTime::now_utc().min(next_update - Duration::hours(1));
         let params = CertificateRevocationListParams {
             this_update: now - Duration::hours(1),
-            next_update: now + Duration::days(7),
+            next_update,
             crl_number: random_serial(),
             issuing_distribution_point: None,
             revoked_certs: revoked
