@@ -196,6 +196,31 @@ pub fn report(config: &Config) -> String {
             }
         }
     }
+    if config.client_auth.enable {
+        for path in &config.client_auth.crl {
+            match crate::pki::read_crl_summaries(path) {
+                Ok(crls) => {
+                    for crl in crls {
+                        let _ = writeln!(
+                            out,
+                            "CRL (ButlerEdge.clientAuth.crl): {} — {}, next update {}{}",
+                            path.display(),
+                            crl.issuer,
+                            crl.next_update_text,
+                            if crl.is_stale() {
+                                " (PAST: issue a new CRL)"
+                            } else {
+                                ""
+                            }
+                        );
+                    }
+                }
+                Err(e) => {
+                    let _ = writeln!(out, "CRL (ButlerEdge.clientAuth.crl): problem: {e}");
+                }
+            }
+        }
+    }
     let _ = writeln!(
         out,
         "ignored keys (not used by butler-edge): {}",

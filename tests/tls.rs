@@ -430,3 +430,42 @@ fn new_connections_are_not_refused_while_sighup_swaps_certificates() {
     );
     assert!(ok > 5, "only {ok} connections made during the swaps");
 }
+
+#[test]
+fn the_ca_bundle_completes_the_chain_for_clients_that_trust_only_the_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Ca::new("Root CA");
+    let intermediate = root.intermediate("Issuing CA");
+    intermediate
+        .server_cert(&["localhost", "127.0.0.1"])
+        .write(dir.path(), "server");
+    intermediate.write_cert(dir.path(), "chain");
+    let config = TLS_CONFIG.replace(
+        "      key: {dir}/server_key.pem\n",
+        "      key: {dir}/server_key.pem\n      ca: {dir}/chain.pem\n",
+    );
+    assert_ne!(config, TLS_CONFIG);
+    let data = dir.path().join("data");
+    let server = Server::start_in(dir, data, &config);
+    let trust_root = client_config(&root.cert_pem, None, &[b"http/1.1"], Versions::Both);
+    assert_eq!(
+        try_get(server.port, trust_root, "/v4/butlerping")
+            .unwrap()
+            .0,
+        200
+    );
+
+    // Without the bundle the same client cannot build the chain.
+    let dir = tempfile::tempdir().unwrap();
+    intermediate
+        .server_cert(&["localhost", "127.0.0.1"])
+        .write(dir.path(), "server");
+    let data = dir.path().join("data");
+    let server = Server::start_in(dir, data, TLS_CONFIG);
+    let trust_root = client_config(&root.cert_pem, None, &[b"http/1.1"], Versions::Both);
+    let refused = try_get(server.port, trust_root, "/v4/butlerping");
+    assert!(
+        refused.as_ref().is_err_and(|e| e.contains("UnknownIssuer")),
+        "{refused:?}"
+    );
+}

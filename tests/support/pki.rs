@@ -169,6 +169,33 @@ impl Ca {
         }
     }
 
+    /// An intermediate CA `CN=<name>` signed by this one (its `cert_pem` is the intermediate
+    /// alone; a server sends it after its own certificate).
+    pub fn intermediate(&self, name: &str) -> Ca {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = dn(name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let (not_before, not_after) = Validity::Current.window();
+        params.not_before = not_before;
+        params.not_after = not_after + Duration::days(1825);
+        params.serial_number = Some(random_serial());
+        params.key_identifier_method = KeyIdMethod::Sha256;
+        params.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate().expect("intermediate CA: generate key");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("intermediate CA: sign");
+        Ca {
+            cert_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
     /// Issues a certificate as described by `spec`.
     pub fn issue(&self, spec: &CertSpec) -> Issued {
         let mut params = CertificateParams::default();
