@@ -8,6 +8,7 @@ pub mod api;
 pub mod check;
 pub mod config;
 pub mod http;
+pub mod init;
 pub mod kv;
 pub mod logging;
 pub mod pki;

@@ -38,12 +38,21 @@ enum Command {
         /// The Butler YAML config file to check.
         file: PathBuf,
     },
+    /// Create the appliance PKI (first boot): CA, server certificate, admin client bundle.
+    Init(butler_edge::init::InitArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),
+        Some(Command::Init(args)) => match butler_edge::init::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("butler-edge init: {e}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        },
         None => serve(cli.config, cli.data_dir),
     }
 }

@@ -12,7 +12,9 @@ use std::process::Command;
 const MAX_EXPOSURE: f64 = 2.0;
 
 fn unit_path(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("systemd")
+        .join(name)
 }
 
 /// Runs `systemd-analyze security --offline=true UNIT`; None when systemd-analyze cannot run
@@ -25,8 +27,12 @@ fn analyze(unit: &Path) -> Option<(f64, String)> {
     {
         Ok(output) => output,
         Err(e) => {
-            let why = format!("systemd-analyze cannot run here ({e}); install Debian's systemd package");
-            assert!(std::env::var_os("CI").is_none(), "{why}: CI must run this test");
+            let why =
+                format!("systemd-analyze cannot run here ({e}); install Debian's systemd package");
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{why}: CI must run this test"
+            );
             eprintln!("\n!!!!!!!! SKIPPED: {why} !!!!!!!!\n");
             return None;
         }
@@ -83,7 +89,10 @@ fn first_boot_unit_is_analyzable_and_hardened() {
         return;
     };
     eprintln!("systemd-analyze security butler-edge-init.service: exposure {score}");
-    assert!(score <= 3.0, "butler-edge-init.service exposure {score} is above 3.0");
+    assert!(
+        score <= 3.0,
+        "butler-edge-init.service exposure {score} is above 3.0"
+    );
 }
 
 /// The settings the binary's systemd integration depends on; losing one breaks readiness,
@@ -109,7 +118,10 @@ fn service_unit_keeps_notify_watchdog_and_reload() {
     };
     assert_eq!(value("Type"), "notify");
     assert_eq!(value("Restart"), "on-failure");
-    assert!(value("WatchdogSec").ends_with('s'), "WatchdogSec= must be set in seconds");
+    assert!(
+        value("WatchdogSec").ends_with('s'),
+        "WatchdogSec= must be set in seconds"
+    );
     assert_eq!(value("ExecReload"), "/bin/kill -HUP $MAINPID");
     assert_eq!(value("ConfigurationDirectory"), "butler-edge");
     assert_eq!(value("StateDirectory"), "butler-edge");
