@@ -70,8 +70,8 @@ pub enum InitError {
     Incomplete { dir: PathBuf, missing: String },
     #[error("{path}: not a PEM certificate ({reason})")]
     NotPem { path: PathBuf, reason: String },
-    #[error("invalid DNS name for the server certificate: {name:?} ({source})")]
-    BadName { name: String, source: rcgen::Error },
+    #[error("invalid DNS name for the server certificate: {name:?} ({reason})")]
+    BadName { name: String, reason: String },
     #[error("giving {path} to group {group} (gid {gid}): {source}")]
     Chown {
         path: PathBuf,
@@ -240,12 +240,18 @@ fn generate(names: &[String], addresses: &[IpAddr]) -> Result<Pki, InitError> {
     let mut server_params = CertificateParams::default();
     server_params.distinguished_name = dn(host);
     for name in names {
+        if !is_dns_name(name) {
+            return Err(InitError::BadName {
+                name: name.clone(),
+                reason: "expected letters, digits and hyphens in dot-separated labels of 1-63 characters".into(),
+            });
+        }
         let dns = name
             .clone()
             .try_into()
-            .map_err(|source| InitError::BadName {
+            .map_err(|source: rcgen::Error| InitError::BadName {
                 name: name.clone(),
-                source,
+                reason: source.to_string(),
             })?;
         server_params.subject_alt_names.push(SanType::DnsName(dns));
     }
@@ -285,6 +291,21 @@ fn generate(names: &[String], addresses: &[IpAddr]) -> Result<Pki, InitError> {
         admin_cert: admin_cert.pem(),
         admin_key: admin_key.serialize_pem(),
     })
+}
+
+/// A host name as RFC 1123 allows it (what a TLS client will match against).
+fn is_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 fn dn(common_name: &str) -> DistinguishedName {
