@@ -7,12 +7,16 @@
 pub mod api;
 pub mod check;
 pub mod config;
+pub mod disk;
 pub mod http;
 pub mod init;
 pub mod kv;
 pub mod logging;
+pub mod metrics;
 pub mod pki;
+pub mod privileges;
 pub mod qrs;
 pub mod service;
 pub mod state;
+pub mod systemd;
 pub mod tasks;

@@ -4,8 +4,11 @@
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::disk::DiskGuard;
 use crate::kv::Store;
 use crate::kv::idempotency::IdempotencyStore;
+use crate::metrics::Metrics;
+use crate::systemd::AcceptProbe;
 use crate::tasks::{StartTaskPolicy, Starter};
 
 pub struct AppState {
@@ -14,6 +17,12 @@ pub struct AppState {
     pub store: Option<Store>,
     /// `None` when the start-task endpoint is disabled in the config.
     pub start_task: Option<StartTaskState>,
+    /// `None` when the key-value store or the free-disk guard is disabled.
+    pub disk_guard: Option<DiskGuard>,
+    /// Answers the systemd watchdog's liveness probe from the accept loop.
+    pub accept_probe: Arc<AcceptProbe>,
+    /// Request counters and latency histograms for `GET /metrics`.
+    pub metrics: Metrics,
 }
 
 /// What the start-task endpoint needs.
