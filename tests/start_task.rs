@@ -1184,3 +1184,27 @@ fn metrics_count_started_and_failed_tasks() {
         1
     );
 }
+
+/// Key-value items in a start request are stored before any task starts; on a disk below
+/// `ButlerEdge.minFreeDiskBytes` the request is refused with 507 and QRS is never asked to
+/// start anything. Without key-value items, tasks still start.
+#[test]
+fn low_disk_refuses_key_value_items_before_any_task_starts() {
+    let s = setup_with(
+        KeyKind::RsaPkcs1,
+        Options {
+            edge_qrs: "  minFreeDiskBytes: 1152921504606846976\n",
+            ..Options::default()
+        },
+    );
+    let (status, r) = put(
+        &s.server,
+        &format!("/v4/reloadtask/{A}/start"),
+        json!([{"type": "keyvaluestore", "payload": {"namespace": "ns", "key": "k", "value": "v"}}]),
+    );
+    assert_butler_error(status, &r, 507, "ButlerEdge.minFreeDiskBytes");
+    assert!(s.qrs.start_calls().is_empty(), "{:?}", s.qrs.start_calls());
+    let (status, r) = put(&s.server, &format!("/v4/reloadtask/{A}/start"), json!([]));
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(started_ids(&r["tasksId"]["started"]), vec![A]);
+}

@@ -80,6 +80,17 @@ pub async fn start(
     } else {
         None
     };
+    // Key-value items are stored before any task starts: on a nearly full disk, refuse the
+    // whole request (507) rather than start tasks whose parameters could not be kept.
+    if store.is_some()
+        && request
+            .items
+            .iter()
+            .any(|item| matches!(item, crate::tasks::BodyItem::KeyValue(_)))
+        && let Some(guard) = &state.disk_guard
+    {
+        guard.check()?;
+    }
     let report = st
         .starter
         .run(&request, policy, |items| store_key_values(store, items))
