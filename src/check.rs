@@ -177,6 +177,32 @@ pub fn report(config: &Config) -> String {
             }
         );
     }
+    let mut appliance = Vec::new();
+    if config.edge.health_endpoint {
+        appliance.push("GET /health");
+    }
+    if config.edge.metrics_endpoint {
+        appliance.push("GET /metrics");
+    }
+    let _ = writeln!(
+        out,
+        "appliance endpoints: {}",
+        if appliance.is_empty() {
+            "none (ButlerEdge.endpointsEnable)".to_string()
+        } else {
+            appliance.join(", ")
+        }
+    );
+    if config.kv.enable {
+        let _ = writeln!(
+            out,
+            "free-disk guard: {}",
+            match config.edge.min_free_disk_bytes {
+                0 => "off (ButlerEdge.minFreeDiskBytes is 0)".to_string(),
+                n => format!("key-value writes get 507 below {n} bytes free"),
+            }
+        );
+    }
     for (what, path) in certificate_files(config) {
         match read_cert_summaries(&path) {
             Ok(certs) => {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use butler_edge::config::Config;
-use butler_edge::{logging, service};
+use butler_edge::{logging, privileges, service, systemd};
 
 /// Exit status for an unusable configuration (as `check-config` promises).
 const EXIT_CONFIG: u8 = 2;
@@ -27,6 +27,10 @@ struct Cli {
     /// Where the key-value database lives (overrides ButlerEdge.dataDir).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// When started as root: the unprivileged user to become once the listener is bound.
+    /// Without it, root is refused outside systemd.
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -38,13 +42,22 @@ enum Command {
         /// The Butler YAML config file to check.
         file: PathBuf,
     },
+    /// Create the appliance PKI (first boot): CA, server certificate, admin client bundle.
+    Init(butler_edge::init::InitArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),
-        None => serve(cli.config, cli.data_dir),
+        Some(Command::Init(args)) => match butler_edge::init::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("butler-edge init: {e}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        },
+        None => serve(cli.config, cli.data_dir, cli.user),
     }
 }
 
@@ -59,12 +72,24 @@ fn load(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
     })
 }
 
-fn serve(config_path: Option<PathBuf>, data_dir: Option<PathBuf>) -> ExitCode {
+fn serve(
+    config_path: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    user: Option<String>,
+) -> ExitCode {
     let config = match load(config_path.as_ref()) {
         Ok(config) => config,
         Err(code) => return code,
     };
     logging::init(config.log_level);
+    let drop_to = match privileges::plan(user.as_deref(), systemd::under_systemd()) {
+        Ok(target) => target,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("butler-edge: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
     let data_dir = config.data_dir(data_dir.as_deref());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -76,7 +101,7 @@ fn serve(config_path: Option<PathBuf>, data_dir: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    match runtime.block_on(service::run(config, data_dir)) {
+    match runtime.block_on(service::run(config, data_dir, drop_to)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

@@ -11,16 +11,20 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::disk::DiskGuard;
 use crate::http::server;
 use crate::http::tls::TlsSetupError;
 use crate::kv::idempotency::IdempotencyStore;
 use crate::kv::{Store, StoreError};
+use crate::metrics::Metrics;
+use crate::privileges;
 use crate::qrs::{QrsClient, QrsSetupError};
 use crate::security::{
     Security, SecurityHandle, daily_expiry_check, warn_expiring, warn_stale_crls,
 };
 use crate::state::AppState;
 use crate::state::StartTaskState;
+use crate::systemd::{self, AcceptProbe};
 use crate::tasks::Starter;
 
 #[derive(Debug, thiserror::Error)]
@@ -38,9 +42,22 @@ pub enum StartupError {
     Tls(#[from] TlsSetupError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("cannot open the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Privileges(#[from] privileges::PrivilegeError),
 }
 
-pub async fn run(config: Config, data_dir: PathBuf) -> Result<(), StartupError> {
+/// Runs the service until SIGTERM/SIGINT. `drop_to`: the user to become once the listener
+/// is bound and the database open (see [`crate::privileges`]).
+pub async fn run(
+    config: Config,
+    data_dir: PathBuf,
+    drop_to: Option<privileges::Target>,
+) -> Result<(), StartupError> {
     let config = Arc::new(config);
     tracing::info!(config = %config.origin, version = env!("CARGO_PKG_VERSION"), "butler-edge starting");
     for key in &config.ignored_keys {
@@ -83,11 +100,26 @@ pub async fn run(config: Config, data_dir: PathBuf) -> Result<(), StartupError> 
         (Some(store), true) => Some(start_task_state(&config, store.clone())?),
         _ => None,
     };
+    let disk_guard = match store.as_ref().filter(|_| config.kv.enable) {
+        Some(_) => {
+            DiskGuard::open(&data_dir, config.edge.min_free_disk_bytes).map_err(|source| {
+                StartupError::DataDir {
+                    path: data_dir.clone(),
+                    source,
+                }
+            })?
+        }
+        None => None,
+    };
+    let accept_probe = Arc::new(AcceptProbe::default());
     let state = Arc::new(AppState {
         config: config.clone(),
         store: store.clone().filter(|_| config.kv.enable),
         start_task,
         security: security.clone(),
+        disk_guard,
+        accept_probe: accept_probe.clone(),
+        metrics: Metrics::default(),
     });
 
     let (stop, stop_signal) = watch::channel(false);
@@ -109,6 +141,9 @@ pub async fn run(config: Config, data_dir: PathBuf) -> Result<(), StartupError> 
             "http"
         };
         tracing::info!(address = %local, "REST server listening on {scheme}://{local}");
+        if let Some(target) = &drop_to {
+            privileges::drop_to(target)?;
+        }
         Some(tokio::spawn(server::serve(
             listener,
             state.clone(),
@@ -118,6 +153,22 @@ pub async fn run(config: Config, data_dir: PathBuf) -> Result<(), StartupError> 
         tracing::warn!("Butler.restServerConfig.enable is false: no REST API is served");
         None
     };
+
+    if server_task.is_none()
+        && let Some(target) = &drop_to
+    {
+        privileges::drop_to(target)?;
+    }
+    if drop_to.is_none() {
+        privileges::warn_if_root();
+    }
+    // Listener bound, database open: tell systemd (Type=notify) we are ready, and keep
+    // telling its watchdog we are alive while the liveness check passes.
+    systemd::ready(&format!(
+        "serving on {}:{}",
+        config.rest.host, config.rest.port
+    ));
+    systemd::start_watchdog(server_task.as_ref().map(|_| accept_probe), store.clone());
 
     loop {
         tokio::select! {
@@ -133,6 +184,7 @@ pub async fn run(config: Config, data_dir: PathBuf) -> Result<(), StartupError> 
         }
     }
     expiry_task.abort();
+    systemd::stopping();
     let _ = stop.send(true);
     if let Some(task) = server_task {
         let _ = task.await;

@@ -192,6 +192,7 @@ fn database_lands_in(
         .arg("--config")
         .arg(&config)
         .args(args)
+        .args(support::server::root_user_args())
         .current_dir(cwd)
         .stderr(Stdio::null());
     match state_directory {

@@ -1137,3 +1137,74 @@ fn starts_run_concurrently_within_the_configured_bound() {
     assert_eq!(send(), 200);
     assert_eq!(s.qrs.start_calls().len(), 2);
 }
+
+/// `GET /metrics` counts what QRS really did: a task named twice is started (and counted)
+/// once, tasks QRS did not start are counted as failed.
+#[test]
+fn metrics_count_started_and_failed_tasks() {
+    let s = setup_with(
+        KeyKind::RsaPkcs1,
+        Options {
+            edge_qrs: "  endpointsEnable:\n    metrics: true\n",
+            ..Options::default()
+        },
+    );
+    s.qrs
+        .add_fault(&format!("/qrs/task/{C}/start"), FaultKind::Status(503));
+    let (status, r) = put(
+        &s.server,
+        &format!("/v4/reloadtask/{A}/start"),
+        json!([
+            {"type": "starttasktag", "payload": {"tag": "nightly"}},
+            {"type": "starttaskid", "payload": {"taskId": C}},
+            {"type": "starttaskid", "payload": {"taskId": DISABLED}},
+        ]),
+    );
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["failed"].as_array().unwrap().len(), 2, "{r}");
+    let text = client()
+        .get(s.server.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let value = |series: &str| {
+        text.lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    };
+    // A (by id and by tag) and B (by tag): two distinct tasks started.
+    assert_eq!(value("butler_edge_tasks_started_total"), 2, "{r}");
+    assert_eq!(value("butler_edge_tasks_failed_total"), 2, "{r}");
+    assert_eq!(value("butler_edge_qrs_unreachable_total"), 0);
+    assert_eq!(
+        value(r#"butler_edge_http_requests_total{endpoint="startTask",status="200"}"#),
+        1
+    );
+}
+
+/// Key-value items in a start request are stored before any task starts; on a disk below
+/// `ButlerEdge.minFreeDiskBytes` the request is refused with 507 and QRS is never asked to
+/// start anything. Without key-value items, tasks still start.
+#[test]
+fn low_disk_refuses_key_value_items_before_any_task_starts() {
+    let s = setup_with(
+        KeyKind::RsaPkcs1,
+        Options {
+            edge_qrs: "  minFreeDiskBytes: 1152921504606846976\n",
+            ..Options::default()
+        },
+    );
+    let (status, r) = put(
+        &s.server,
+        &format!("/v4/reloadtask/{A}/start"),
+        json!([{"type": "keyvaluestore", "payload": {"namespace": "ns", "key": "k", "value": "v"}}]),
+    );
+    assert_butler_error(status, &r, 507, "ButlerEdge.minFreeDiskBytes");
+    assert!(s.qrs.start_calls().is_empty(), "{:?}", s.qrs.start_calls());
+    let (status, r) = put(&s.server, &format!("/v4/reloadtask/{A}/start"), json!([]));
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(started_ids(&r["tasksId"]["started"]), vec![A]);
+}

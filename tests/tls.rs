@@ -139,6 +139,7 @@ fn start_fails(dir: &Path, config: &str) -> (i32, String) {
         .arg(&path)
         .arg("--data-dir")
         .arg(dir.join("data"))
+        .args(support::server::root_user_args())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -89,20 +89,46 @@ pub async fn start(
     } else {
         None
     };
+    // Key-value items are stored before any task starts: on a nearly full disk, refuse the
+    // whole request (507) rather than start tasks whose parameters could not be kept.
+    if store.is_some()
+        && request
+            .items
+            .iter()
+            .any(|item| matches!(item, crate::tasks::BodyItem::KeyValue(_)))
+        && let Some(guard) = &state.disk_guard
+    {
+        guard.check()?;
+    }
     let report = st
         .starter
         .run(&request, policy, |items| store_key_values(store, items))
         .await
         .map_err(|e| match e {
-            StartError::Qrs(qrs) => ApiError::new(
+            StartError::Qrs(qrs) => {
+                state.metrics.qrs_unreachable();
+                ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 format!(
                     "QRS at {} could not be asked which tasks to start, so no task was started: {qrs}",
                     st.starter.qrs_host()
                 ),
-            ),
+            )
+            }
             StartError::KeyValue(api_error) => api_error,
         })?;
+    // A task named by id, tag and custom property is started once: count it once.
+    let started: std::collections::BTreeSet<&str> = report
+        .tasks_id
+        .started
+        .iter()
+        .chain(&report.tasks_tag)
+        .chain(&report.tasks_cp)
+        .map(|t| t.task_id.as_str())
+        .collect();
+    state
+        .metrics
+        .tasks(started.len() as u64, report.failed.len() as u64);
 
     let body = serde_json::to_vec(&report)
         .map_err(|e| ApiError::internal(format!("cannot encode the response: {e}")))?;

@@ -124,6 +124,13 @@ pub struct EdgeConfig {
     pub data_dir: Option<PathBuf>,
     pub limits: Limits,
     pub shutdown_timeout: Duration,
+    /// Key-value writes get 507 below this much free space on the data directory's file
+    /// system (`ButlerEdge.minFreeDiskBytes`, 0 disables the guard).
+    pub min_free_disk_bytes: u64,
+    /// `GET /health` (`ButlerEdge.endpointsEnable.health`).
+    pub health_endpoint: bool,
+    /// `GET /metrics` (`ButlerEdge.endpointsEnable.metrics`).
+    pub metrics_endpoint: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -274,6 +281,9 @@ fn parse_edge(r: &Reader) -> Result<EdgeConfig, ConfigError> {
         data_dir: r.path("ButlerEdge.dataDir")?,
         limits,
         shutdown_timeout: millis(r, "ButlerEdge.shutdownTimeoutMs", 10_000)?,
+        min_free_disk_bytes: r.integer_or("ButlerEdge.minFreeDiskBytes", 0, 1 << 60, 64 << 20)?,
+        health_endpoint: r.bool("ButlerEdge.endpointsEnable.health", false)?,
+        metrics_endpoint: r.bool("ButlerEdge.endpointsEnable.metrics", false)?,
     })
 }
 

@@ -30,16 +30,22 @@ pub enum EndpointGroup {
     KvRead,
     KvWrite,
     StartTask,
+    /// `GET /health` (`ButlerEdge.endpointsEnable.health`).
+    Health,
+    /// `GET /metrics` (`ButlerEdge.endpointsEnable.metrics`).
+    Metrics,
 }
 
 impl EndpointGroup {
     /// Every group, for config validation (client permissions name groups).
-    pub const ALL: [EndpointGroup; 5] = [
+    pub const ALL: [EndpointGroup; 7] = [
         EndpointGroup::Ping,
         EndpointGroup::EndpointsEnabled,
         EndpointGroup::KvRead,
         EndpointGroup::KvWrite,
         EndpointGroup::StartTask,
+        EndpointGroup::Health,
+        EndpointGroup::Metrics,
     ];
 
     pub fn name(self) -> &'static str {
@@ -49,6 +55,8 @@ impl EndpointGroup {
             EndpointGroup::KvRead => "kvRead",
             EndpointGroup::KvWrite => "kvWrite",
             EndpointGroup::StartTask => "startTask",
+            EndpointGroup::Health => "health",
+            EndpointGroup::Metrics => "metrics",
         }
     }
 }
@@ -66,6 +74,8 @@ pub enum Route<'a> {
     KvDeleteKey { namespace: &'a str, key: &'a str },
     KvKeyList { namespace: &'a str },
     StartTask { task_id: &'a str },
+    Health,
+    Metrics,
 }
 
 impl<'a> Route<'a> {
@@ -90,6 +100,8 @@ impl<'a> Route<'a> {
             (&Method::PUT | &Method::POST, ["v4", "reloadtask", task_id, "start"]) => {
                 Route::StartTask { task_id }
             }
+            (&Method::GET, ["health"]) => Route::Health,
+            (&Method::GET, ["metrics"]) => Route::Metrics,
             _ => return None,
         };
         Some(route)
@@ -107,6 +119,8 @@ impl<'a> Route<'a> {
                 EndpointGroup::KvWrite
             }
             Route::StartTask { .. } => EndpointGroup::StartTask,
+            Route::Health => EndpointGroup::Health,
+            Route::Metrics => EndpointGroup::Metrics,
         }
     }
 
@@ -122,9 +136,38 @@ impl<'a> Route<'a> {
             Route::ButlerPing
             | Route::EndpointsEnabled
             | Route::KvNamespaces
-            | Route::StartTask { .. } => None,
+            | Route::StartTask { .. }
+            | Route::Health
+            | Route::Metrics => None,
         }
     }
+
+    /// The endpoint's name in metrics labels.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Route::ButlerPing => "butlerPing",
+            Route::EndpointsEnabled => "endpointsEnabled",
+            Route::KvNamespaces => "kvNamespaces",
+            Route::KvGet { .. } => "kvGet",
+            Route::KvExists { .. } => "kvExists",
+            Route::KvPost { .. } => "kvPost",
+            Route::KvDeleteNamespace { .. } => "kvDeleteNamespace",
+            Route::KvDeleteKey { .. } => "kvDeleteKey",
+            Route::KvKeyList { .. } => "kvKeyList",
+            Route::StartTask { .. } => "startTask",
+            Route::Health => "health",
+            Route::Metrics => "metrics",
+        }
+    }
+}
+
+/// The metrics label for a request: its route's name, or `unknown` for anything that is
+/// not a route (so stray paths cannot grow the label set).
+pub fn endpoint_name(method: &Method, path: &str) -> &'static str {
+    decode::path_segments(path)
+        .ok()
+        .and_then(|segments| Route::recognise(method, &segments).map(|r| r.name()))
+        .unwrap_or("unknown")
 }
 
 /// Whether the config enables an endpoint group.
@@ -137,6 +180,8 @@ fn enabled(state: &AppState, group: EndpointGroup) -> bool {
             endpoints.key_value_store && state.store.is_some()
         }
         EndpointGroup::StartTask => endpoints.sense_start_task && state.start_task.is_some(),
+        EndpointGroup::Health => state.config.edge.health_endpoint,
+        EndpointGroup::Metrics => state.config.edge.metrics_endpoint,
     }
 }
 
@@ -222,6 +267,9 @@ async fn dispatch(
         Route::KvExists { namespace } => api::kv::exists(store()?, namespace, &query)?,
         Route::KvKeyList { namespace } => api::kv::key_list(store()?, namespace)?,
         Route::KvPost { namespace } => {
+            if let Some(guard) = &state.disk_guard {
+                guard.check()?;
+            }
             let body = read_to_bytes(body, limits).await?;
             api::kv::post(store()?, limits, namespace, &body).await?
         }
@@ -249,6 +297,8 @@ async fn dispatch(
             let policy = access.start_task_policy(&st.policy);
             api::start_task::start(state, st, &policy, &access, call).await?
         }
+        Route::Health => api::health::health(state),
+        Route::Metrics => api::health::metrics(state),
     };
     Ok((method, response))
 }

@@ -54,6 +54,10 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, mut shutdown: Sh
                 Err(_) => break,
             },
             _ = shutdown.changed() => break,
+            _ = state.accept_probe.asked() => {
+                state.accept_probe.answer();
+                continue;
+            }
         };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -66,6 +70,10 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, mut shutdown: Sh
                 }
             },
             _ = shutdown.changed() => break,
+            _ = state.accept_probe.asked() => {
+                state.accept_probe.answer();
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();
@@ -151,6 +159,11 @@ pub async fn serve_connection<I>(
             req.extensions_mut().insert(access.clone());
             let handled = router::handle(req, &state).await;
             let status = handled.response.status().as_u16();
+            state.metrics.observe(
+                router::endpoint_name(&handled.method, &path),
+                status,
+                started.elapsed().as_secs_f64(),
+            );
             tracing::debug!(
                 peer = %peer,
                 client = %access.name(),

@@ -27,6 +27,16 @@ Butler:
 ";
 
 /// A port that was free a moment ago.
+/// `--user root` when the tests run as root: butler-edge refuses to serve as root outside
+/// systemd unless a user is named (tests/appliance.rs covers that refusal).
+pub fn root_user_args() -> &'static [&'static str] {
+    if nix::unistd::geteuid().is_root() {
+        &["--user", "root"]
+    } else {
+        &[]
+    }
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -78,6 +88,8 @@ impl Server {
             .arg(&self.config_path)
             .arg("--data-dir")
             .arg(&self.data_dir)
+            // Tests run as root in CI; butler-edge refuses root unless told explicitly.
+            .args(root_user_args())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -244,7 +256,15 @@ pub fn json_of(response: reqwest::blocking::Response) -> (u16, serde_json::Value
 
 /// Runs `butler-edge` with arguments to completion: (exit code, stdout, stderr).
 pub fn run_cli(args: &[&str]) -> (i32, String, String) {
+    // Runs that serve (no subcommand) get `--user root` when the tests run as root.
+    let serves = !args.iter().any(|a| {
+        matches!(
+            *a,
+            "check-config" | "init" | "--version" | "-V" | "--help" | "-h"
+        )
+    });
     let out = Command::new(BIN)
+        .args(if serves { root_user_args() } else { &[] })
         .args(args)
         .output()
         .expect("run butler-edge");

@@ -1,0 +1,329 @@
+//! The appliance behaviour of the real binary: the systemd notify protocol (READY only once
+//! the API answers, WATCHDOG pings, STOPPING on shutdown) spoken to a notify socket of our
+//! own, root refused outside systemd, privileges dropped with `--user`, and the free-disk
+//! guard's 507.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::os::unix::net::UnixDatagram;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::server::{BIN, KV_CONFIG, Server, client, free_port, json_of};
+
+fn write_config(dir: &std::path::Path, port: u16, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("config.yaml");
+    let text = KV_CONFIG
+        .replace("{port}", &port.to_string())
+        .replace("{max_keys}", "1000")
+        + extra;
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn stderr_of(mut child: Child) -> String {
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn terminate(child: &Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+}
+
+/// Receives notify datagrams until one contains `want` (or the deadline passes).
+fn wait_for_message(socket: &UnixDatagram, want: &str, within: Duration) -> Option<String> {
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match socket.recv(&mut buf) {
+            Ok(n) => {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if text.lines().any(|l| l == want) {
+                    return Some(text);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("notify socket: {e}"),
+        }
+    }
+    None
+}
+
+#[test]
+fn speaks_the_systemd_notify_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(dir.path(), port, "");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+
+    let child = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("NOTIFY_SOCKET", &socket_path)
+        // A 400 ms watchdog: pings every 200 ms while the liveness check passes.
+        .env("WATCHDOG_USEC", "400000")
+        .env_remove("WATCHDOG_PID")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let ready = wait_for_message(&socket, "READY=1", Duration::from_secs(20));
+    let Some(ready) = ready else {
+        panic!("no READY=1 within 20 s; log:\n{}", stderr_of(child));
+    };
+    // READY=1 means the API answers: the listener is bound and the database open.
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "READY=1 sent before the listener accepts"
+    );
+    assert!(ready.contains("STATUS=serving on"), "{ready}");
+    let (status, _) = json_of(
+        client()
+            .get(format!("http://127.0.0.1:{port}/v4/butlerping"))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 200);
+
+    // Watchdog pings keep coming, about every 200 ms.
+    let started = Instant::now();
+    for _ in 0..3 {
+        assert!(
+            wait_for_message(&socket, "WATCHDOG=1", Duration::from_secs(2)).is_some(),
+            "no WATCHDOG=1 ping within 2 s"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "three watchdog pings took {:?}",
+        started.elapsed()
+    );
+
+    terminate(&child);
+    assert!(
+        wait_for_message(&socket, "STOPPING=1", Duration::from_secs(10)).is_some(),
+        "no STOPPING=1 after SIGTERM"
+    );
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "exit status {}", out.status);
+}
+
+#[test]
+fn without_a_watchdog_no_pings_are_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(dir.path(), port, "");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env_remove("WATCHDOG_USEC")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_for_message(&socket, "READY=1", Duration::from_secs(20)).is_some());
+    assert!(wait_for_message(&socket, "WATCHDOG=1", Duration::from_secs(1)).is_none());
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn root_is_refused_outside_systemd_without_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), free_port(), "");
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env_remove("INVOCATION_ID")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("refusing to run as root"), "{stderr}");
+        assert!(stderr.contains("--user"), "{stderr}");
+        assert!(
+            !dir.path().join("data").exists(),
+            "the data directory was created before refusing"
+        );
+    } else {
+        // Not root: --user to another account is refused (only root can switch users).
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .args(["--user", "root"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("only root can change"), "{stderr}");
+    }
+}
+
+#[test]
+fn user_flag_drops_root_after_binding() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED user_flag_drops_root_after_binding: needs root to drop privileges");
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("user nobody");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(dir.path(), port, "");
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--user", "nobody"])
+        .env_remove("INVOCATION_ID")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let log = std::thread::spawn(move || {
+        stderr
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "no listener within 20 s");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "butler-edge exited early"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Every uid and gid of the process (real, effective, saved, fs) is nobody's.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let ids = |key: &str| -> Vec<u32> {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap()
+            .split_whitespace()
+            .skip(1)
+            .map(|n| n.parse().unwrap())
+            .collect()
+    };
+    assert_eq!(ids("Uid:"), vec![nobody.uid.as_raw(); 4], "{status}");
+    assert_eq!(ids("Gid:"), vec![nobody.gid.as_raw(); 4], "{status}");
+    let groups = status.lines().find(|l| l.starts_with("Groups:")).unwrap();
+    assert_eq!(
+        groups.split_whitespace().skip(1).collect::<Vec<_>>(),
+        vec![nobody.gid.as_raw().to_string()]
+    );
+    // The database, opened before the drop, still takes writes.
+    let (code, body) = json_of(
+        client()
+            .post(format!("http://127.0.0.1:{port}/v4/keyvalues/ns"))
+            .header("Content-Type", "application/json")
+            .body(r#"{"key":"k","value":"v"}"#)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(code, 201, "{body}");
+    terminate(&child);
+    let status = child.wait().unwrap();
+    let log = log.join().unwrap();
+    assert!(status.success(), "exit {status}; log:\n{log}");
+    assert!(log.contains("dropped root privileges"), "{log}");
+}
+
+#[test]
+fn low_disk_space_refuses_writes_with_507_and_keeps_reads() {
+    // First a normal server stores a key.
+    let mut server = Server::start(KV_CONFIG);
+    let (code, body) = json_of(
+        client()
+            .post(server.url("/v4/keyvalues/disk"))
+            .header("Content-Type", "application/json")
+            .body(r#"{"key":"before","value":"kept"}"#)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(code, 201, "{body}");
+    server.terminate();
+
+    // Then the same data directory under a guard that no real disk can satisfy (1 EiB free).
+    let config = format!("{KV_CONFIG}ButlerEdge:\n  minFreeDiskBytes: 1152921504606846976\n");
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = server.data_dir.clone();
+    let guarded = Server::start_in(dir, data_dir, &config);
+    let (code, body) = json_of(
+        client()
+            .post(guarded.url("/v4/keyvalues/disk"))
+            .header("Content-Type", "application/json")
+            .body(r#"{"key":"after","value":"refused"}"#)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(code, 507, "{body}");
+    assert_eq!(body["statusCode"], 507);
+    assert_eq!(body["error"], "Insufficient Storage");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("ButlerEdge.minFreeDiskBytes"), "{message}");
+    assert!(message.contains("1152921504606846976"), "{message}");
+
+    // Reads keep working and nothing was stored.
+    let (code, body) = json_of(
+        client()
+            .get(guarded.url("/v4/keyvalues/disk?key=before"))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["value"], "kept");
+    let (code, body): (u16, Value) = json_of(
+        client()
+            .get(guarded.url("/v4/keyvalues/disk/keyexists?key=after"))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(code, 200);
+    assert_eq!(body["keyExists"], false);
+    // Deletes still work: they are how an admin makes room.
+    let response = client()
+        .delete(guarded.url("/v4/keyvalues/disk/before"))
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 204);
+}
