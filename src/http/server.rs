@@ -64,7 +64,22 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, mut shutdown: Sh
         let watcher = graceful.watcher();
         let state = state.clone();
         let builder = builder.clone();
+        let first_byte_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
+            // hyper's header read timeout starts only once the auto builder has seen
+            // enough bytes to choose HTTP/1 or HTTP/2: a connection that sends
+            // nothing would hold its connection slot forever (10,000 of them lock
+            // everyone out). The first byte must come within the header timeout.
+            // (`peek`, not `readable`: readiness may be reported before any byte.)
+            let mut first = [0u8; 1];
+            if tokio::time::timeout(first_byte_timeout, stream.peek(&mut first))
+                .await
+                .is_err()
+            {
+                tracing::debug!(peer = %peer, "connection sent nothing within the header read timeout; closed");
+                drop(permit);
+                return;
+            }
             serve_connection(TokioIo::new(stream), peer, state, &builder, watcher).await;
             drop(permit);
         });

@@ -4,4 +4,5 @@
 
 pub mod fake_qrs;
 pub mod pki;
+pub mod raw;
 pub mod server;
