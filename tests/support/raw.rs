@@ -101,6 +101,15 @@ pub fn exchange(port: u16, request: &[u8]) -> Option<RawResponse> {
     read_response(&mut stream)
 }
 
+/// Like [`exchange`], but `None` instead of a panic when nothing listens yet.
+pub fn exchange_quiet(port: u16, request: &[u8]) -> Option<RawResponse> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = stream.set_nodelay(true);
+    stream.write_all(request).ok()?;
+    read_response(&mut stream)
+}
+
 /// A POST with a JSON (or not) body on a new connection.
 pub fn post(port: u16, path: &[u8], body: &[u8]) -> Option<RawResponse> {
     let mut request = Vec::new();
