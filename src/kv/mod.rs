@@ -40,6 +40,15 @@ pub enum StoreError {
         path: PathBuf,
         source: redb::DatabaseError,
     },
+    #[error(
+        "cannot write the key-value database {path}: {source}. Make the data directory and the \
+         file writable for the user butler-edge runs as, or choose another directory with \
+         --data-dir or ButlerEdge.dataDir"
+    )]
+    NotWritable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot prepare the tables in the key-value database {path}: {message}")]
     Schema { path: PathBuf, message: String },
     #[error("cannot create the data directory {path}: {source}")]
@@ -79,6 +88,29 @@ fn is_live(expires_at: u64, now: u64) -> bool {
     expires_at == 0 || expires_at > now
 }
 
+/// A permission problem is not damage: say what to fix instead of suggesting to
+/// move the file aside.
+fn open_error(path: &Path, source: redb::DatabaseError) -> StoreError {
+    use std::io::ErrorKind;
+    match source {
+        redb::DatabaseError::Storage(redb::StorageError::Io(io))
+            if matches!(
+                io.kind(),
+                ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem
+            ) =>
+        {
+            StoreError::NotWritable {
+                path: path.to_path_buf(),
+                source: io,
+            }
+        }
+        source => StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        },
+    }
+}
+
 /// A handle on the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -103,10 +135,7 @@ impl Store {
         let path = data_dir.join(DB_FILE);
         let db = Database::builder()
             .create(&path)
-            .map_err(|source| StoreError::Open {
-                path: path.clone(),
-                source,
-            })?;
+            .map_err(|source| open_error(&path, source))?;
         schema::create_tables(&db).map_err(|e| StoreError::Schema {
             path: path.clone(),
             message: e.to_string(),
