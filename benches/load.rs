@@ -80,7 +80,8 @@ fn options() -> Options {
         pid: None,
     };
     let mut args = std::env::args().skip(1);
-    let secs = |v: Option<String>| Duration::from_secs_f64(v.and_then(|v| v.parse().ok()).unwrap_or(1.0));
+    let secs =
+        |v: Option<String>| Duration::from_secs_f64(v.and_then(|v| v.parse().ok()).unwrap_or(1.0));
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--duration" => o.duration = secs(args.next()),
@@ -228,7 +229,13 @@ async fn open(target: &Target) -> Result<Sender, String> {
     })
 }
 
-fn request(target: &Target, workload: Workload, conn: usize, seq: u64, run: u64) -> (http::Request<Full<Bytes>>, u16) {
+fn request(
+    target: &Target,
+    workload: Workload,
+    conn: usize,
+    seq: u64,
+    run: u64,
+) -> (http::Request<Full<Bytes>>, u16) {
     let host = format!("{}:{}", target.host, target.port);
     let builder = http::Request::builder().header(http::header::HOST, host);
     let write = |builder: http::request::Builder| {
@@ -333,16 +340,26 @@ async fn drive(target: &Target, workload: Workload, conns: usize, o: &Options) -
                     seq += 1;
                     let (mut req, expected) = request(&target, workload, conn, seq, run);
                     if workload == Workload::Connect {
-                        req.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                        req.headers_mut().insert(
+                            http::header::CONNECTION,
+                            http::HeaderValue::from_static("close"),
+                        );
                     }
                     s.ready().await.map_err(|e| e.to_string())?;
                     let response = s.send_request(req).await.map_err(|e| e.to_string())?;
                     let status = response.status().as_u16();
-                    let body = response.into_body().collect().await.map_err(|e| e.to_string())?;
+                    let body = response
+                        .into_body()
+                        .collect()
+                        .await
+                        .map_err(|e| e.to_string())?;
                     if status != expected {
                         return Err(format!(
                             "status {status}: {}",
-                            String::from_utf8_lossy(&body.to_bytes()).chars().take(200).collect::<String>()
+                            String::from_utf8_lossy(&body.to_bytes())
+                                .chars()
+                                .take(200)
+                                .collect::<String>()
                         ));
                     }
                     Ok(())
@@ -405,7 +422,10 @@ async fn drive(target: &Target, workload: Workload, conns: usize, o: &Options) -
             (Some(b), Some(a)) => Some(a - b),
             _ => None,
         },
-        peak_rss_mib: target.pid.and_then(|p| proc_status_kib(p, "VmHWM")).map(|k| k as f64 / 1024.0),
+        peak_rss_mib: target
+            .pid
+            .and_then(|p| proc_status_kib(p, "VmHWM"))
+            .map(|k| k as f64 / 1024.0),
         first_error,
     }
 }
@@ -413,7 +433,16 @@ async fn drive(target: &Target, workload: Workload, conns: usize, o: &Options) -
 fn print_header() {
     println!(
         "| {:<22} | {:<24} | {:>5} | {:>9} | {:>8} | {:>8} | {:>8} | {:>6} | {:>7} | {:>8} |",
-        "server", "workload", "conns", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "errors", "CPU s", "peak RSS"
+        "server",
+        "workload",
+        "conns",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "errors",
+        "CPU s",
+        "peak RSS"
     );
     println!(
         "|{:-<24}|{:-<26}|{:->7}|{:->11}|{:->10}|{:->10}|{:->10}|{:->8}|{:->9}|{:->10}|",
@@ -469,7 +498,12 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
 
 fn dir_size(path: &Path) -> u64 {
     std::fs::read_dir(path)
-        .map(|d| d.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
         .unwrap_or(0)
 }
 
@@ -489,7 +523,10 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -512,7 +549,10 @@ fn wait_listening(port: u16, child: &mut Child, what: &str) {
         if let Ok(Some(status)) = child.try_wait() {
             panic!("{what} exited with {status} before listening");
         }
-        assert!(Instant::now() < deadline, "{what} did not listen within 20 s");
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not listen within 20 s"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -539,11 +579,15 @@ fn fixtures() -> Fixtures {
     let files = server.write(p, "server");
     let callers_ca = Ca::new("bench callers CA");
     let callers_ca_file = callers_ca.write_cert(p, "callers-ca");
-    let client = callers_ca.client_cert("bench", KeyKind::EcP256Pkcs8).write(p, "client");
+    let client = callers_ca
+        .client_cert("bench", KeyKind::EcP256Pkcs8)
+        .write(p, "client");
     // The QRS stand-in: its own CA, a client certificate for us, 2 ms per call.
     let sense_ca = Ca::new("bench Sense CA");
     let qrs_root = sense_ca.write_cert(p, "root");
-    let qrs_client = sense_ca.client_cert("QlikClient", KeyKind::RsaPkcs1).write(p, "qrs-client");
+    let qrs_client = sense_ca
+        .client_cert("QlikClient", KeyKind::RsaPkcs1)
+        .write(p, "qrs-client");
     let qrs_server = sense_ca.server_cert(&["localhost"]);
     let qrs = FakeQrs::start(
         &qrs_server,
@@ -687,7 +731,10 @@ fn start_nginx(f: &Fixtures) -> Option<(Process, u16)> {
 
 // ---------------------------------------------------------------- TLS clients
 
-fn tls_connector(ca: &Path, client: Option<(&Path, &Path)>) -> Result<tokio_rustls::TlsConnector, String> {
+fn tls_connector(
+    ca: &Path,
+    client: Option<(&Path, &Path)>,
+) -> Result<tokio_rustls::TlsConnector, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))? {
@@ -706,8 +753,11 @@ fn tls_connector(ca: &Path, client: Option<(&Path, &Path)>) -> Result<tokio_rust
                 .map_err(|e| format!("{}: {e}", cert.display()))?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| format!("{}: {e}", cert.display()))?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
-            builder.with_client_auth_cert(certs, key).map_err(|e| e.to_string())?
+            let key =
+                PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| e.to_string())?
         }
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -800,8 +850,13 @@ fn time_to_first_answer(f: &Fixtures) -> Vec<Duration> {
 async fn footprint(f: &Fixtures, o: &Options) {
     println!();
     println!("Footprint");
-    let bin_size = std::fs::metadata(support::server::BIN).map(|m| m.len()).unwrap_or(0);
-    println!("  release binary: {:.2} MiB ({bin_size} bytes)", bin_size as f64 / 1048576.0);
+    let bin_size = std::fs::metadata(support::server::BIN)
+        .map(|m| m.len())
+        .unwrap_or(0);
+    println!(
+        "  release binary: {:.2} MiB ({bin_size} bytes)",
+        bin_size as f64 / 1048576.0
+    );
     let firsts = time_to_first_answer(f);
     if let Some(median) = firsts.get(firsts.len() / 2) {
         println!(
@@ -828,7 +883,11 @@ async fn footprint(f: &Fixtures, o: &Options) {
         pid: Some(pid),
     };
     let mut stored = 0;
-    let steps: &[usize] = if o.million { &[100_000, 1_000_000] } else { &[100_000] };
+    let steps: &[usize] = if o.million {
+        &[100_000, 1_000_000]
+    } else {
+        &[100_000]
+    };
     for &goal in steps {
         let t = Instant::now();
         if let Err(e) = fill(&target, stored, goal - stored).await {
@@ -903,7 +962,11 @@ async fn run_matrix(target: &Target, workloads: &[Workload], o: &Options, qrs: O
                 let calls = qrs.calls();
                 let mut own: Vec<f64> = calls
                     .chunks(2)
-                    .map(|pair| pair.iter().map(|c| c.handled_in.as_secs_f64() * 1000.0).sum())
+                    .map(|pair| {
+                        pair.iter()
+                            .map(|c| c.handled_in.as_secs_f64() * 1000.0)
+                            .sum()
+                    })
                     .collect();
                 own.sort_by(f64::total_cmp);
                 if let Some(median) = own.get(own.len() / 2) {
@@ -943,19 +1006,32 @@ async fn async_main(o: Options, cores: usize) {
         return external(url, &o).await;
     }
     let f = fixtures();
-    println!("server on CPU 0 (taskset -c 0); load generator and QRS stand-in (2 ms per call) on CPU 1");
+    println!(
+        "server on CPU 0 (taskset -c 0); load generator and QRS stand-in (2 ms per call) on CPU 1"
+    );
     println!();
     print_header();
-    let schemes: &[Scheme] = if o.tls { &[Scheme::Http, Scheme::Https, Scheme::Mtls] } else { &[Scheme::Http] };
+    let schemes: &[Scheme] = if o.tls {
+        &[Scheme::Http, Scheme::Https, Scheme::Mtls]
+    } else {
+        &[Scheme::Http]
+    };
     for &scheme in schemes {
         let data = tempfile::tempdir().expect("temp dir");
         let server = start_butler_edge(&f, scheme, data.path());
         let (name, tls) = match scheme {
             Scheme::Http => ("butler-edge http", None),
-            Scheme::Https => ("butler-edge https", tls_connector(&f.dir.path().join("server-ca.pem"), None).ok()),
+            Scheme::Https => (
+                "butler-edge https",
+                tls_connector(&f.dir.path().join("server-ca.pem"), None).ok(),
+            ),
             Scheme::Mtls => (
                 "butler-edge https+mTLS",
-                tls_connector(&f.dir.path().join("server-ca.pem"), Some((&f.client_cert, &f.client_key))).ok(),
+                tls_connector(
+                    &f.dir.path().join("server-ca.pem"),
+                    Some((&f.client_cert, &f.client_key)),
+                )
+                .ok(),
             ),
         };
         let target = Target {
@@ -973,7 +1049,10 @@ async fn async_main(o: Options, cores: usize) {
             }
         }
         let workloads: Vec<Workload> = o.workloads.clone();
-        if workloads.iter().any(|w| matches!(w, Workload::Read | Workload::Mix)) {
+        if workloads
+            .iter()
+            .any(|w| matches!(w, Workload::Read | Workload::Mix))
+        {
             if let Err(e) = preload_reads(&target).await {
                 println!("| {name}: {e}");
                 continue;
@@ -982,7 +1061,10 @@ async fn async_main(o: Options, cores: usize) {
         f.qrs.clear_calls();
         let qrs_connections = f.qrs.connections();
         run_matrix(&target, &workloads, &o, Some(&f.qrs)).await;
-        if workloads.iter().any(|w| matches!(w, Workload::Start | Workload::StartNoDelay)) {
+        if workloads
+            .iter()
+            .any(|w| matches!(w, Workload::Start | Workload::StartNoDelay))
+        {
             println!(
                 "|   QRS stand-in: {} new TLS connections from butler-edge for {} calls",
                 f.qrs.connections() - qrs_connections,
@@ -1053,7 +1135,10 @@ async fn external(url: &str, o: &Options) {
     };
     println!();
     print_header();
-    if o.workloads.iter().any(|w| matches!(w, Workload::Read | Workload::Mix)) {
+    if o.workloads
+        .iter()
+        .any(|w| matches!(w, Workload::Read | Workload::Mix))
+    {
         if let Err(e) = preload_reads(&target).await {
             println!("| preloading the read keys failed: {e}");
         }

@@ -86,7 +86,10 @@ fn write_until_killed(
                 .body(body.to_string())
                 .timeout(Duration::from_secs(20))
                 .send();
-            (Expect::Value(value), sent.map(|r| (r.status().as_u16(), 201)))
+            (
+                Expect::Value(value),
+                sent.map(|r| (r.status().as_u16(), 201)),
+            )
         };
         match result {
             Ok((status, wanted)) if status == wanted => {

@@ -93,7 +93,7 @@ fn slowloris_headers_are_cut_off_by_the_header_read_timeout() {
 fn idle_connections_are_closed_whether_new_or_kept_alive() {
     let server = hostile_server();
     // Connected, never sends a byte.
-    let mut silent = raw::connect(server.port);
+    let silent = raw::connect(server.port);
     // One request answered, then idle on keep-alive.
     let mut kept = raw::connect(server.port);
     kept.write_all(b"GET /v4/butlerping HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -195,7 +195,9 @@ fn oversized_headers_and_bodies_are_refused() {
     );
     let many_headers = format!(
         "GET /v4/butlerping HTTP/1.1\r\nHost: x\r\n{}\r\n",
-        (0..500).map(|i| format!("X-H{i}: v\r\n")).collect::<String>()
+        (0..500)
+            .map(|i| format!("X-H{i}: v\r\n"))
+            .collect::<String>()
     );
     let long_url = format!(
         "GET /v4/keyvalues/{}?key=a HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -210,10 +212,7 @@ fn oversized_headers_and_bodies_are_refused() {
         // The server may stop reading (and reset) before all is sent.
         let _ = stream.write_all(request.as_bytes());
         let response = raw::read_response(&mut stream);
-        println!(
-            "{what}: answered {:?}",
-            response.as_ref().map(|r| r.status)
-        );
+        println!("{what}: answered {:?}", response.as_ref().map(|r| r.status));
         let status = response.map(|r| r.status);
         assert!(
             matches!(status, Some(431) | Some(414) | Some(400) | None),
@@ -290,7 +289,12 @@ fn invalid_utf8_anywhere_is_a_400_naming_the_input() {
     assert!(matches!(response.map(|r| r.status), Some(400) | None));
 
     // Invalid UTF-8 inside the JSON body, and in a header value.
-    let response = raw::post(port, b"/v4/keyvalues/ns", b"{\"key\":\"a\xff\",\"value\":\"b\"}").unwrap();
+    let response = raw::post(
+        port,
+        b"/v4/keyvalues/ns",
+        b"{\"key\":\"a\xff\",\"value\":\"b\"}",
+    )
+    .unwrap();
     assert_butler_error(&response, 400, "not valid JSON");
     let response = raw::exchange(
         port,
@@ -298,11 +302,19 @@ fn invalid_utf8_anywhere_is_a_400_naming_the_input() {
           Content-Length: 0\r\n\r\n",
     )
     .unwrap();
-    assert_eq!(response.status, 400, "{}", String::from_utf8_lossy(&response.body));
+    assert_eq!(
+        response.status,
+        400,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
 
     // Nothing was stored by any of it.
-    let response = raw::exchange(port, b"GET /v4/keyvaluesnamespaces HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
+    let response = raw::exchange(
+        port,
+        b"GET /v4/keyvaluesnamespaces HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .unwrap();
     assert_eq!(response.json(), json!([]));
 }
 
@@ -331,8 +343,11 @@ fn deeply_nested_json_is_a_400_not_a_stack_overflow() {
     }
     assert_responsive("nested JSON", &monitor.finish());
     // Still alive and nothing stored.
-    let response = raw::exchange(port, b"GET /v4/keyvaluesnamespaces HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
+    let response = raw::exchange(
+        port,
+        b"GET /v4/keyvaluesnamespaces HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .unwrap();
     assert_eq!(response.json(), json!([]));
 }
 
@@ -411,7 +426,14 @@ fn every_malformed_json_shape_in_the_corpus_is_a_clear_400() {
         assert!(message.len() > 10, "{shown:?}: unclear message {message:?}");
     }
     assert_responsive("malformed JSON corpus", &monitor.finish());
-    let response = raw::exchange(port, b"GET /v4/keyvaluesnamespaces HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    assert_eq!(response.json(), json!([]), "something in the corpus was stored");
+    let response = raw::exchange(
+        port,
+        b"GET /v4/keyvaluesnamespaces HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(
+        response.json(),
+        json!([]),
+        "something in the corpus was stored"
+    );
 }
