@@ -34,7 +34,7 @@ fn open_fds(pid: u32) -> usize {
 }
 
 #[test]
-fn ten_thousand_idle_connections_are_cut_off_and_nobody_is_locked_out() {
+fn ten_thousand_idle_connections_are_cut_off_and_new_callers_get_in_after_the_timeout() {
     // The server inherits this process's limit: raise the soft limit to the hard one.
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
     if soft < hard {
@@ -79,6 +79,12 @@ fn ten_thousand_idle_connections_are_cut_off_and_nobody_is_locked_out() {
         "{count} idle connections opened in {opened_in:?}; server holds {peak_fds} fds \
          (baseline {baseline_fds})"
     );
+    if opened_in > HEADER_TIMEOUT {
+        println!(
+            "note: opening took longer than the header timeout (a busy machine), so the \
+             first ones were already cut off: fewer than {count} were open at once"
+        );
+    }
 
     // A new caller now: every slot is taken, so it waits (in the kernel's backlog)
     // until the idle connections are cut off.
@@ -97,8 +103,10 @@ fn ten_thousand_idle_connections_are_cut_off_and_nobody_is_locked_out() {
     );
 
     // Every idle connection is closed by the server (EOF) within the header
-    // timeout of being opened, plus slack for a backlog wait and scheduling.
-    let limit = HEADER_TIMEOUT + Duration::from_secs(3);
+    // timeout of being accepted. Connections beyond the limit wait in the backlog
+    // until a slot frees (at most one header timeout), hence twice the timeout,
+    // plus slack for scheduling.
+    let limit = 2 * HEADER_TIMEOUT + Duration::from_secs(3);
     let mut still_open = 0;
     for (opened, stream) in &mut idle {
         let left = limit.saturating_sub(opened.elapsed());
