@@ -948,8 +948,14 @@ async fn run_matrix(target: &Target, workloads: &[Workload], o: &Options, qrs: O
                 qrs.add_fault("/qrs/", FaultKind::Delay(Duration::from_millis(2)));
             }
         }
+        if let Some(qrs) = qrs {
+            qrs.clear_calls();
+        }
+        let connections_before = qrs.map(FakeQrs::connections);
+        let mut calls = 0;
         for &c in &o.conns {
             if let Some(qrs) = qrs {
+                calls += qrs.calls().len();
                 qrs.clear_calls();
             }
             let row = drive(target, w, c, o).await;
@@ -977,6 +983,15 @@ async fn run_matrix(target: &Target, workloads: &[Workload], o: &Options, qrs: O
                     );
                 }
             }
+        }
+        if let (Some(qrs), Some(before), Workload::Start | Workload::StartNoDelay) =
+            (qrs, connections_before, w)
+        {
+            calls += qrs.calls().len();
+            println!(
+                "|   QRS stand-in: {} new TLS connections from butler-edge for {calls} QRS calls",
+                qrs.connections() - before
+            );
         }
     }
 }
@@ -1058,20 +1073,7 @@ async fn async_main(o: Options, cores: usize) {
                 continue;
             }
         }
-        f.qrs.clear_calls();
-        let qrs_connections = f.qrs.connections();
         run_matrix(&target, &workloads, &o, Some(&f.qrs)).await;
-        if workloads
-            .iter()
-            .any(|w| matches!(w, Workload::Start | Workload::StartNoDelay))
-        {
-            println!(
-                "|   QRS stand-in: {} new TLS connections from butler-edge for {} calls",
-                f.qrs.connections() - qrs_connections,
-                f.qrs.calls().len()
-            );
-            f.qrs.clear_calls();
-        }
         drop(server);
     }
     if o.nginx {

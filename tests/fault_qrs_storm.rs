@@ -176,7 +176,8 @@ fn every_start_is_answered_in_time_through_a_qrs_fault_storm() {
 
     let untrusted = Ca::new("Someone else's CA").server_cert(&["localhost"]);
     let ca = &certs.ca;
-    let phases: Vec<(&str, Box<dyn Fn(&FakeQrs) + '_>)> = vec![
+    type Phase<'a> = (&'a str, Box<dyn Fn(&FakeQrs) + 'a>);
+    let phases: Vec<Phase> = vec![
         (
             "slow (300 ms per call)",
             Box::new(|q: &FakeQrs| {
