@@ -32,10 +32,41 @@ use crate::state::AppState;
 /// Resolves when shutdown has been requested.
 pub type ShutdownSignal = watch::Receiver<bool>;
 
+/// Descriptors beyond the connections: database, listener, QRS pool, logs.
+const SPARE_FILES: u64 = 256;
+
+/// Raises the soft open-file limit so that `maxConnections` can really be open.
+/// systemd starts services with a soft limit of 1024 (hard 524288): without this,
+/// accept fails with EMFILE at about a thousand connections, far below the
+/// configured limit. The hard limit is left alone (raising it needs privilege).
+fn raise_open_file_limit(max_connections: usize) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let wanted = (max_connections as u64).saturating_add(SPARE_FILES);
+    let target = wanted.min(hard);
+    if soft < target {
+        match setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = target, "raised the open-file limit"),
+            Err(e) => tracing::warn!(error = %e, soft, "cannot raise the open-file limit"),
+        }
+    }
+    if target < wanted {
+        tracing::warn!(
+            limit = hard,
+            max_connections,
+            "the open-file limit ({hard}) is below ButlerEdge.limits.maxConnections \
+             ({max_connections}) plus {SPARE_FILES} spare: raise LimitNOFILE or lower maxConnections"
+        );
+    }
+}
+
 /// Serves `listener` until `shutdown` turns true, then drains connections for at
 /// most `ButlerEdge.shutdownTimeoutMs`.
 pub async fn serve(listener: TcpListener, state: Arc<AppState>, mut shutdown: ShutdownSignal) {
     let limits = state.config.edge.limits.clone();
+    raise_open_file_limit(limits.max_connections);
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -81,9 +112,25 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, mut shutdown: Sh
         let builder = builder.clone();
         let tls = state.security.current().tls.clone();
         let handshake_timeout = limits.header_read_timeout;
+        let first_byte_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
             match tls {
                 None => {
+                    // hyper's header read timeout starts only once the auto builder has
+                    // seen enough bytes to choose HTTP/1 or HTTP/2: a connection that
+                    // sends nothing would hold its connection slot forever (10,000 of
+                    // them lock everyone out). The first byte must come within the
+                    // header timeout. (`peek`, not `readable`: readiness may be
+                    // reported before any byte.) TLS connections are bounded by the
+                    // handshake timeout instead.
+                    let mut first = [0u8; 1];
+                    if tokio::time::timeout(first_byte_timeout, stream.peek(&mut first))
+                        .await
+                        .is_err()
+                    {
+                        tracing::debug!(peer = %peer, "connection sent nothing within the header read timeout; closed");
+                        return;
+                    }
                     let io = TokioIo::new(stream);
                     serve_connection(io, peer, Caller::Anonymous, state, &builder, watcher).await;
                 }

@@ -27,6 +27,12 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use schema::{EXPIRY, KV, NAMESPACES};
 pub use writer::{Rejected, WriteOp, WriteOutcome, WriterStats};
 
+/// redb's page cache. Its default (1 GiB) lets the process grow with the database
+/// (about 200 MiB resident at a million keys); an appliance wants a bound. 32 MiB
+/// holds the hot pages of hundreds of thousands of keys, and a page not cached is
+/// one read from the OS page cache away.
+const CACHE_BYTES: usize = 32 << 20;
+
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "butler-edge.redb";
 
@@ -39,6 +45,15 @@ pub enum StoreError {
     Open {
         path: PathBuf,
         source: redb::DatabaseError,
+    },
+    #[error(
+        "cannot write the key-value database {path}: {source}. Make the data directory and the \
+         file writable for the user butler-edge runs as, or choose another directory with \
+         --data-dir or ButlerEdge.dataDir"
+    )]
+    NotWritable {
+        path: PathBuf,
+        source: std::io::Error,
     },
     #[error("cannot prepare the tables in the key-value database {path}: {message}")]
     Schema { path: PathBuf, message: String },
@@ -79,6 +94,29 @@ fn is_live(expires_at: u64, now: u64) -> bool {
     expires_at == 0 || expires_at > now
 }
 
+/// A permission problem is not damage: say what to fix instead of suggesting to
+/// move the file aside.
+fn open_error(path: &Path, source: redb::DatabaseError) -> StoreError {
+    use std::io::ErrorKind;
+    match source {
+        redb::DatabaseError::Storage(redb::StorageError::Io(io))
+            if matches!(
+                io.kind(),
+                ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem
+            ) =>
+        {
+            StoreError::NotWritable {
+                path: path.to_path_buf(),
+                source: io,
+            }
+        }
+        source => StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        },
+    }
+}
+
 /// A handle on the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -102,11 +140,9 @@ impl Store {
         })?;
         let path = data_dir.join(DB_FILE);
         let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
             .create(&path)
-            .map_err(|source| StoreError::Open {
-                path: path.clone(),
-                source,
-            })?;
+            .map_err(|source| open_error(&path, source))?;
         schema::create_tables(&db).map_err(|e| StoreError::Schema {
             path: path.clone(),
             message: e.to_string(),

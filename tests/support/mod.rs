@@ -4,5 +4,6 @@
 
 pub mod fake_qrs;
 pub mod pki;
+pub mod raw;
 pub mod server;
 pub mod tls_client;
