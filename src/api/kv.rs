@@ -54,28 +54,37 @@ pub fn namespaces(
     Ok(json(StatusCode::OK, &names))
 }
 
+/// The `key` query parameter and its live value (`None` if absent or expired);
+/// a namespace that does not exist is Butler's 400. Shared by `get` and `exists`.
+fn lookup<'q>(
+    store: &Store,
+    namespace: &str,
+    query: &'q [(String, String)],
+) -> Result<(&'q str, Option<String>), ApiError> {
+    let key = key_param(query)?;
+    let failed = |e| store_failed("Failed getting key-value data", e);
+    let value = store.get(namespace, key).map_err(failed)?;
+    if value.is_none() && !store.namespace_exists(namespace).map_err(failed)? {
+        return Err(namespace_not_found(namespace));
+    }
+    Ok((key, value))
+}
+
 pub fn get(
     store: &Store,
     namespace: &str,
     query: &[(String, String)],
 ) -> Result<Response<ResponseBody>, ApiError> {
-    let key = key_param(query)?;
-    let failed = |e| store_failed("Failed getting key-value data", e);
-    let value = store.get(namespace, key).map_err(failed)?;
-    match value {
-        Some(value) => Ok(json(
-            StatusCode::OK,
-            &Pair {
-                namespace,
-                key,
-                value: &value,
-            },
-        )),
-        None if store.namespace_exists(namespace).map_err(failed)? => {
-            Err(key_not_found(namespace, key))
-        }
-        None => Err(namespace_not_found(namespace)),
-    }
+    let (key, value) = lookup(store, namespace, query)?;
+    let value = value.ok_or_else(|| key_not_found(namespace, key))?;
+    Ok(json(
+        StatusCode::OK,
+        &Pair {
+            namespace,
+            key,
+            value: &value,
+        },
+    ))
 }
 
 pub fn exists(
@@ -83,12 +92,7 @@ pub fn exists(
     namespace: &str,
     query: &[(String, String)],
 ) -> Result<Response<ResponseBody>, ApiError> {
-    let key = key_param(query)?;
-    let failed = |e| store_failed("Failed getting key-value data", e);
-    let value = store.get(namespace, key).map_err(failed)?;
-    if value.is_none() && !store.namespace_exists(namespace).map_err(failed)? {
-        return Err(namespace_not_found(namespace));
-    }
+    let (key, value) = lookup(store, namespace, query)?;
     let body = match &value {
         Some(value) => serde_json::json!({
             "keyExists": true,
