@@ -26,7 +26,7 @@ pub fn certificate_files(config: &Config) -> Vec<(&'static str, PathBuf)> {
         }
     }
     let st = &config.start_task;
-    if st.enabled && st.qrs.use_ssl {
+    if st.enabled && st.not_set_up.is_none() && st.qrs.use_ssl {
         files.push((
             "QRS client, Butler.cert.clientCert",
             st.qrs.client_cert.clone(),
@@ -151,7 +151,9 @@ pub fn report(config: &Config) -> String {
         }
     );
     let st = &config.start_task;
-    if st.enabled {
+    if let Some(why) = &st.not_set_up {
+        let _ = writeln!(out, "start task: NOT READY: {why}");
+    } else if st.enabled {
         let _ = writeln!(
             out,
             "start task: QRS at {}://{}:{}, server certificate {}, allow-list {}",

@@ -18,7 +18,7 @@ use crate::kv::idempotency::IdempotencyStore;
 use crate::kv::{Store, StoreError};
 use crate::metrics::Metrics;
 use crate::privileges;
-use crate::qrs::{QrsClient, QrsSetupError};
+use crate::qrs::{QrsClient, QrsSetupError, probe_when_idle};
 use crate::security::{
     Security, SecurityHandle, daily_expiry_check, warn_expiring, warn_stale_crls,
 };
@@ -97,9 +97,17 @@ pub async fn run(
         None
     };
     let start_task = match (&store, config.start_task.enabled) {
-        (Some(store), true) => Some(start_task_state(&config, store.clone())?),
+        (Some(store), true) if config.start_task.not_set_up.is_none() => {
+            Some(start_task_state(&config, store.clone())?)
+        }
         _ => None,
     };
+    if let Some(why) = &config.start_task.not_set_up {
+        tracing::warn!("{why}; until then start-task requests get 503");
+    }
+    if let (Some(st), Some(interval)) = (&start_task, config.start_task.probe_interval) {
+        tokio::spawn(probe_when_idle(st.starter.qrs().clone(), interval));
+    }
     let disk_guard = match store.as_ref().filter(|_| config.kv.enable) {
         Some(_) => {
             DiskGuard::open(&data_dir, config.edge.min_free_disk_bytes).map_err(|source| {

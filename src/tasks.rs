@@ -216,6 +216,11 @@ impl Starter {
         self.qrs.host()
     }
 
+    /// The QRS client (shared pool), for health probes and reports.
+    pub fn qrs(&self) -> &QrsClient {
+        &self.qrs
+    }
+
     /// Plans and carries out a start-task request. `store_key_values` is called with the
     /// request's key-value items after QRS has confirmed which tasks exist and before any
     /// task is started; it must return only once they are durably committed.

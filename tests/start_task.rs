@@ -1208,3 +1208,134 @@ fn low_disk_refuses_key_value_items_before_any_task_starts() {
     assert_eq!(status, 200, "{r}");
     assert_eq!(started_ids(&r["tasksId"]["started"]), vec![A]);
 }
+
+fn health(server: &Server) -> (u16, Value) {
+    json_of(client().get(server.url("/health")).send().unwrap())
+}
+
+/// Polls `/health` until `pred` holds for its QRS check, or panics with the last answer.
+fn wait_for_qrs_health(server: &Server, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = health(server);
+        assert_eq!(status, 200, "{body}");
+        if pred(&body["checks"]["qrs"]) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "waiting for QRS {what}: {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn health_tells_when_qrs_last_answered_and_since_when_it_is_unreachable() {
+    let s = setup_with(
+        KeyKind::RsaPkcs1,
+        Options {
+            edge_qrs: "    healthCheckIntervalMs: 300\n  endpointsEnable:\n    health: true\n",
+            ..Options::default()
+        },
+    );
+    // With no start yet, the idle probe (GET /qrs/about, xrfkey and X-Qlik-User included)
+    // finds QRS.
+    let body = wait_for_qrs_health(&s.server, "seen by the probe", |q| q["status"] == "ok");
+    let qrs = &body["checks"]["qrs"];
+    assert_eq!(body["status"], "ok", "{body}");
+    assert_eq!(qrs["host"], format!("localhost:{}", s.qrs.port()), "{body}");
+    assert!(qrs["lastSeen"].as_str().unwrap().ends_with('Z'), "{body}");
+    assert!(qrs["lastSeenSecondsAgo"].as_u64().unwrap() < 5, "{body}");
+    assert!(qrs.get("lastFailure").is_none(), "{body}");
+    let about = s.qrs.calls();
+    let about = about
+        .iter()
+        .find(|c| c.path == "/qrs/about")
+        .expect("a probe call");
+    assert_eq!(about.status, 200, "the probe passed QRS's xrfkey and user checks");
+
+    // QRS goes away: the probe notices without any start, and health says since when.
+    s.qrs.reset_at_accept(true);
+    s.qrs.drop_connections();
+    let body = wait_for_qrs_health(&s.server, "unreachable", |q| {
+        q["status"] == "unreachable"
+    });
+    let qrs = &body["checks"]["qrs"];
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert!(qrs["lastSeen"].is_string(), "the last answer is kept: {body}");
+    let failure = &qrs["lastFailure"];
+    assert!(failure["at"].as_str().unwrap().ends_with('Z'), "{body}");
+    assert!(
+        failure["error"].as_str().unwrap().contains("QRS at localhost"),
+        "{body}"
+    );
+    // A start in that state fails, and is recorded as such too.
+    let (status, r) = put(&s.server, &format!("/v4/reloadtask/{A}/start"), json!([]));
+    assert_eq!(status, 502, "{r}");
+
+    // Back again: the next answer (probe or start) turns it ok.
+    s.qrs.reset_at_accept(false);
+    let (status, r) = put(&s.server, &format!("/v4/reloadtask/{A}/start"), json!([]));
+    assert_eq!(status, 200, "{r}");
+    let body = wait_for_qrs_health(&s.server, "ok again", |q| q["status"] == "ok");
+    assert_eq!(body["status"], "ok", "{body}");
+    assert!(body["checks"]["qrs"]["lastFailure"].is_object(), "{body}");
+}
+
+#[test]
+fn enabled_without_a_qrs_host_serves_and_answers_503_until_qrs_is_set_up() {
+    // The appliance's first-boot shape: start-task on, QRS still to be filled in.
+    let config = format!(
+        "{}ButlerEdge:\n  endpointsEnable:\n    health: true\n",
+        support::server::KV_CONFIG.replace(
+            "    keyValueStore: true\n",
+            "    keyValueStore: true\n    senseStartTask: true\n"
+        )
+    );
+    let server = Server::start(&config);
+    let (status, r) = put(&server, &format!("/v4/reloadtask/{A}/start"), json!([]));
+    assert_butler_error(status, &r, 503, "QRS is not set up yet");
+    let message = r["message"].as_str().unwrap();
+    assert!(message.contains("Butler.configQRS.host is missing"), "{message}");
+    assert!(message.contains("Butler.cert"), "{message}");
+    // The same through butler_subs.qvs's POST + X-HTTP-Method-Override.
+    let (status, r) = json_of(
+        client()
+            .post(server.url(&format!("/v4/reloadtask/{A}/start")))
+            .header("X-HTTP-Method-Override", "PUT")
+            .header("Content-Type", "application/json")
+            .body("[]")
+            .send()
+            .unwrap(),
+    );
+    assert_butler_error(status, &r, 503, "QRS is not set up yet");
+    // The key-value store works meanwhile; health says what is missing.
+    let (status, _) = json_of(
+        client()
+            .post(server.url("/v4/keyvalues/ns"))
+            .header("Content-Type", "application/json")
+            .body(r#"{"key":"k","value":"v"}"#)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 201);
+    let (status, body) = health(&server);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["checks"]["qrs"]["status"], "not set up", "{body}");
+    assert!(server.log().contains("QRS is not set up yet"), "{}", server.log());
+
+    // check-config accepts the file and says start-task is not ready.
+    let (code, out, err) = run_cli(&["check-config", server.config_path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("start task: NOT READY"), "{out}");
+    // A placeholder host counts as not filled in; anything else QRS-related is checked.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(
+        &path,
+        "Butler:\n  restServerEndpointsEnable:\n    senseStartTask: true\n  configQRS:\n    host: <FQDN of Sense>\n",
+    )
+    .unwrap();
+    let (code, out, err) = run_cli(&["check-config", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"<FQDN of Sense>\""), "{out}");
+}

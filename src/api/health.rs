@@ -53,6 +53,8 @@ pub fn health(state: &AppState) -> Response<ResponseBody> {
         },
     };
 
+    let qrs = qrs_check(state, &mut degraded);
+
     let mut certificates = Vec::new();
     for (purpose, path) in crate::check::certificate_files(&state.config) {
         let entry = match read_cert_summaries(&path) {
@@ -93,6 +95,7 @@ pub fn health(state: &AppState) -> Response<ResponseBody> {
         "checks": {
             "database": database,
             "disk": disk,
+            "qrs": qrs,
             "certificates": certificates,
         },
     });
@@ -102,6 +105,45 @@ pub fn health(state: &AppState) -> Response<ResponseBody> {
         StatusCode::OK
     };
     json(code, &body)
+}
+
+/// How QRS was lately, from the start-task calls and the idle probe. QRS being away makes the
+/// service `degraded`, not failed: the key-value store still works, and starts say why they
+/// fail.
+fn qrs_check(state: &AppState, degraded: &mut bool) -> Value {
+    if let Some(why) = &state.config.start_task.not_set_up {
+        *degraded = true;
+        return json!({"status": "not set up", "message": why});
+    }
+    let Some(st) = &state.start_task else {
+        return json!({"status": "disabled"});
+    };
+    let qrs = st.starter.qrs();
+    let seen = qrs.reachability();
+    let now = crate::kv::now_ms();
+    let status = match seen.reachable() {
+        Some(true) => "ok",
+        Some(false) => {
+            *degraded = true;
+            "unreachable"
+        }
+        None => "unknown",
+    };
+    let mut check = json!({"status": status, "host": qrs.host()});
+    if let Some(at) = seen.last_answer_ms {
+        check["lastSeen"] = json!(rfc3339(at));
+        check["lastSeenSecondsAgo"] = json!(now.saturating_sub(at) / 1000);
+    }
+    if let Some((at, error)) = &seen.last_failure {
+        check["lastFailure"] = json!({"at": rfc3339(*at), "error": error});
+    }
+    check
+}
+
+fn rfc3339(unix_ms: u64) -> String {
+    let at = time::OffsetDateTime::UNIX_EPOCH + time::Duration::milliseconds(unix_ms as i64);
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| unix_ms.to_string())
 }
 
 pub fn metrics(state: &AppState) -> Response<ResponseBody> {

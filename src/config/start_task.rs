@@ -20,6 +20,13 @@ pub struct StartTaskConfig {
     pub starter: StarterSettings,
     /// How long an `Idempotency-Key` answer is kept (`ButlerEdge.qrs.idempotencyRetentionMs`).
     pub idempotency_retention: Duration,
+    /// How often QRS is probed when no call reached it (`ButlerEdge.qrs.healthCheckIntervalMs`,
+    /// `None` when 0): keeps `/health`'s "QRS last seen" current between starts.
+    pub probe_interval: Option<Duration>,
+    /// Set when the endpoint is enabled but `Butler.configQRS.host` is not filled in yet (the
+    /// appliance's first-boot config): the service runs, and start-task answers 503 with this
+    /// text until QRS is configured and the service restarted.
+    pub not_set_up: Option<String>,
 }
 
 fn millis(r: &Reader, path: &str, default_ms: u64) -> Result<Duration, ConfigError> {
@@ -111,9 +118,11 @@ pub fn parse(r: &Reader) -> Result<StartTaskConfig, ConfigError> {
     let wait_timeout = millis(r, "ButlerEdge.qrs.waitTimeoutMs", 300_000)?;
     let wait_poll_interval = millis(r, "ButlerEdge.qrs.waitPollIntervalMs", 1_000)?;
     let idempotency_retention = millis(r, "ButlerEdge.qrs.idempotencyRetentionMs", 86_400_000)?;
+    let probe_interval_ms =
+        r.integer_or("ButlerEdge.qrs.healthCheckIntervalMs", 0, 86_400_000, 60_000)?;
 
     let mut qrs = QrsSettings {
-        host: host.unwrap_or_default(),
+        host: host.clone().unwrap_or_default(),
         port,
         use_ssl,
         static_headers,
@@ -124,7 +133,24 @@ pub fn parse(r: &Reader) -> Result<StartTaskConfig, ConfigError> {
         connect_timeout,
         request_timeout,
     };
-    if enabled {
+    // Enabled with no QRS host at all is a half-finished set-up, not a mistake: the appliance
+    // ships that way so that an admin only has to fill in QRS. Anything QRS-related that *is*
+    // written must be right, though.
+    let not_set_up = match &host {
+        Some(h) if !(h.trim().is_empty() || is_placeholder(h)) => None,
+        _ if enabled => Some(format!(
+            "the start-task endpoint is enabled but QRS is not set up yet: Butler.configQRS.host \
+             is {}. Fill in Butler.configQRS (host, headers) and Butler.cert (Sense's exported \
+             client.pem, client_key.pem, root.pem), check with `butler-edge check-config`, \
+             and restart butler-edge",
+            match &host {
+                Some(h) => format!("{h:?}"),
+                None => "missing".to_string(),
+            }
+        )),
+        _ => None,
+    };
+    if enabled && not_set_up.is_none() {
         if let Some(a) = &authentication
             && a != "certificates"
         {
@@ -189,5 +215,7 @@ pub fn parse(r: &Reader) -> Result<StartTaskConfig, ConfigError> {
             wait_poll_interval,
         },
         idempotency_retention,
+        probe_interval: (probe_interval_ms > 0).then(|| Duration::from_millis(probe_interval_ms)),
+        not_set_up,
     })
 }

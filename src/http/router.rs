@@ -179,7 +179,11 @@ fn enabled(state: &AppState, group: EndpointGroup) -> bool {
         EndpointGroup::KvRead | EndpointGroup::KvWrite => {
             endpoints.key_value_store && state.store.is_some()
         }
-        EndpointGroup::StartTask => endpoints.sense_start_task && state.start_task.is_some(),
+        // Enabled but waiting for QRS set-up still counts: its callers get a 503 saying why.
+        EndpointGroup::StartTask => {
+            endpoints.sense_start_task
+                && (state.start_task.is_some() || state.config.start_task.not_set_up.is_some())
+        }
         EndpointGroup::Health => state.config.edge.health_endpoint,
         EndpointGroup::Metrics => state.config.edge.metrics_endpoint,
     }
@@ -281,10 +285,12 @@ async fn dispatch(
         }
         Route::StartTask { task_id } => {
             let body = read_to_bytes(body, limits).await?;
-            let st = state
-                .start_task
-                .as_ref()
-                .ok_or_else(|| ApiError::internal("the start-task endpoint is not set up"))?;
+            let st = state.start_task.as_ref().ok_or_else(|| {
+                match &state.config.start_task.not_set_up {
+                    Some(why) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, why.clone()),
+                    None => ApiError::internal("the start-task endpoint is not set up"),
+                }
+            })?;
             let call = api::start_task::StartCall {
                 method: &method,
                 path,

@@ -2,6 +2,7 @@
 //! request, and typed calls for what start-task needs.
 
 use std::error::Error as StdError;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::RngExt;
@@ -11,6 +12,7 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 
 use super::error::{QrsError, QrsSetupError};
+use super::reachability::{Reachability, ReachabilityLog};
 use super::{EMPTY_SESSION_ID, QrsSettings, filter, tls};
 
 /// Task ids per lookup request: keeps the URL well under common 8 KiB limits.
@@ -119,6 +121,7 @@ pub struct QrsClient {
     headers: HeaderMap,
     request_timeout: Duration,
     connect_timeout: Duration,
+    reachability: Arc<ReachabilityLog>,
 }
 
 impl QrsClient {
@@ -162,12 +165,24 @@ impl QrsClient {
             headers,
             request_timeout: settings.request_timeout,
             connect_timeout: settings.connect_timeout,
+            reachability: Arc::default(),
         })
     }
 
     /// `host:port` of QRS, for messages.
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// When QRS last answered and last could not be reached.
+    pub fn reachability(&self) -> Reachability {
+        self.reachability.snapshot()
+    }
+
+    /// QRS's about page (`GET /qrs/about`): a cheap authenticated call that proves QRS is
+    /// there and accepts our certificate and headers.
+    pub async fn about(&self) -> Result<(), QrsError> {
+        self.call(Method::GET, "/qrs/about", None).await.map(|_| ())
     }
 
     /// The tasks among `ids` that QRS knows (`GET /qrs/task?filter=id eq a or id eq b …`).
@@ -292,8 +307,20 @@ impl QrsClient {
     }
 
     /// Sends one request with a fresh xrfkey and the static headers; returns the endpoint
-    /// description (for messages) and the body of a 2xx answer.
+    /// description (for messages) and the body of a 2xx answer. Every outcome is recorded
+    /// for `/health`.
     async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        filter: Option<&str>,
+    ) -> Result<(String, bytes::Bytes), QrsError> {
+        let outcome = self.send(method, path, filter).await;
+        self.reachability.record(&outcome, crate::kv::now_ms());
+        outcome
+    }
+
+    async fn send(
         &self,
         method: Method,
         path: &str,

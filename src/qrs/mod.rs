@@ -5,6 +5,7 @@
 mod client;
 mod error;
 pub mod filter;
+mod reachability;
 mod tls;
 
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 pub use client::{ExecutionResult, QrsClient, StartOutcome, TaskInfo};
 pub use error::{QrsError, QrsSetupError};
+pub use reachability::{Reachability, probe_when_idle};
 
 /// QRS's answer to a start call for a task it did not start (disabled, no scheduler, app missing).
 pub const EMPTY_SESSION_ID: &str = "00000000-0000-0000-0000-000000000000";

@@ -12,6 +12,7 @@
 //!   matches when any element matches, each condition on its own, as QRS does;
 //! - `POST /qrs/task/{id}/start/synchronous` → 201 `{"value":"<session id>"}`, the all-zero id for a
 //!   disabled task, 404 for an unknown task;
+//! - `GET /qrs/about` → 200 with the build information QRS reports (`buildVersion`, …);
 //! - `GET /qrs/executionsession/{id}` → 200 while the task "runs", 404 once finished;
 //!   `GET /qrs/executionresult?filter=ExecutionId eq <id>` → the execution result with QRS's
 //!   numeric status (2 Started, 7 FinishedSuccess, 8 FinishedFail, …).
@@ -537,6 +538,13 @@ async fn route(
 ) -> Response<Full<Bytes>> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (method, segments.as_slice()) {
+        ("GET", ["qrs", "about"]) => json_response(
+            200,
+            &json!({"buildVersion": "14.173.4.0", "buildDate": "9/20/2013 10:09:00 AM",
+                    "databaseProvider": "Devart.Data.PostgreSql", "nodeType": 1,
+                    "sharedPersistence": true, "requiresBootstrap": false,
+                    "singleNodeOnly": false, "schemaPath": "About"}),
+        ),
         ("GET", ["qrs", "task"]) | ("GET", ["qrs", "task", "full"]) => {
             let full = segments.len() == 3;
             let filter = match query.get("filter").map(|f| parse_filter(f)).transpose() {
