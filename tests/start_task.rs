@@ -1250,21 +1250,28 @@ fn health_tells_when_qrs_last_answered_and_since_when_it_is_unreachable() {
         .iter()
         .find(|c| c.path == "/qrs/about")
         .expect("a probe call");
-    assert_eq!(about.status, 200, "the probe passed QRS's xrfkey and user checks");
+    assert_eq!(
+        about.status, 200,
+        "the probe passed QRS's xrfkey and user checks"
+    );
 
     // QRS goes away: the probe notices without any start, and health says since when.
     s.qrs.reset_at_accept(true);
     s.qrs.drop_connections();
-    let body = wait_for_qrs_health(&s.server, "unreachable", |q| {
-        q["status"] == "unreachable"
-    });
+    let body = wait_for_qrs_health(&s.server, "unreachable", |q| q["status"] == "unreachable");
     let qrs = &body["checks"]["qrs"];
     assert_eq!(body["status"], "degraded", "{body}");
-    assert!(qrs["lastSeen"].is_string(), "the last answer is kept: {body}");
+    assert!(
+        qrs["lastSeen"].is_string(),
+        "the last answer is kept: {body}"
+    );
     let failure = &qrs["lastFailure"];
     assert!(failure["at"].as_str().unwrap().ends_with('Z'), "{body}");
     assert!(
-        failure["error"].as_str().unwrap().contains("QRS at localhost"),
+        failure["error"]
+            .as_str()
+            .unwrap()
+            .contains("QRS at localhost"),
         "{body}"
     );
     // A start in that state fails, and is recorded as such too.
@@ -1294,7 +1301,10 @@ fn enabled_without_a_qrs_host_serves_and_answers_503_until_qrs_is_set_up() {
     let (status, r) = put(&server, &format!("/v4/reloadtask/{A}/start"), json!([]));
     assert_butler_error(status, &r, 503, "QRS is not set up yet");
     let message = r["message"].as_str().unwrap();
-    assert!(message.contains("Butler.configQRS.host is missing"), "{message}");
+    assert!(
+        message.contains("Butler.configQRS.host is missing"),
+        "{message}"
+    );
     assert!(message.contains("Butler.cert"), "{message}");
     // The same through butler_subs.qvs's POST + X-HTTP-Method-Override.
     let (status, r) = json_of(
@@ -1321,7 +1331,11 @@ fn enabled_without_a_qrs_host_serves_and_answers_503_until_qrs_is_set_up() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "degraded", "{body}");
     assert_eq!(body["checks"]["qrs"]["status"], "not set up", "{body}");
-    assert!(server.log().contains("QRS is not set up yet"), "{}", server.log());
+    assert!(
+        server.log().contains("QRS is not set up yet"),
+        "{}",
+        server.log()
+    );
 
     // check-config accepts the file and says start-task is not ready.
     let (code, out, err) = run_cli(&["check-config", server.config_path.to_str().unwrap()]);

@@ -118,8 +118,12 @@ pub fn parse(r: &Reader) -> Result<StartTaskConfig, ConfigError> {
     let wait_timeout = millis(r, "ButlerEdge.qrs.waitTimeoutMs", 300_000)?;
     let wait_poll_interval = millis(r, "ButlerEdge.qrs.waitPollIntervalMs", 1_000)?;
     let idempotency_retention = millis(r, "ButlerEdge.qrs.idempotencyRetentionMs", 86_400_000)?;
-    let probe_interval_ms =
-        r.integer_or("ButlerEdge.qrs.healthCheckIntervalMs", 0, 86_400_000, 60_000)?;
+    let probe_interval_ms = r.integer_or(
+        "ButlerEdge.qrs.healthCheckIntervalMs",
+        0,
+        86_400_000,
+        60_000,
+    )?;
 
     let mut qrs = QrsSettings {
         host: host.clone().unwrap_or_default(),

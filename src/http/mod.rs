@@ -1,7 +1,9 @@
 //! The HTTP layer: listeners and connection limits (`server`), request routing
 //! and method override (`router`), decoding (`decode`), bodies within limits
-//! (`body`) and Butler-style errors (`error`). Knows nothing of redb or QRS.
+//! (`body`), Butler-style errors (`error`) and the per-request record (`access_log`).
+//! Knows nothing of redb or QRS.
 
+pub mod access_log;
 pub mod body;
 pub mod decode;
 pub mod error;

@@ -161,15 +161,6 @@ impl<'a> Route<'a> {
     }
 }
 
-/// The metrics label for a request: its route's name, or `unknown` for anything that is
-/// not a route (so stray paths cannot grow the label set).
-pub fn endpoint_name(method: &Method, path: &str) -> &'static str {
-    decode::path_segments(path)
-        .ok()
-        .and_then(|segments| Route::recognise(method, &segments).map(|r| r.name()))
-        .unwrap_or("unknown")
-}
-
 /// Whether the config enables an endpoint group.
 fn enabled(state: &AppState, group: EndpointGroup) -> bool {
     let endpoints = &state.config.endpoints;

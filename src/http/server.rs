@@ -25,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
-use super::router;
+use super::{access_log, router};
 use crate::authz::{Caller, CertIdentity};
 use crate::state::AppState;
 
@@ -205,20 +205,16 @@ pub async fn serve_connection<I>(
             let path = req.uri().path().to_string();
             req.extensions_mut().insert(access.clone());
             let handled = router::handle(req, &state).await;
-            let status = handled.response.status().as_u16();
-            state.metrics.observe(
-                router::endpoint_name(&handled.method, &path),
-                status,
-                started.elapsed().as_secs_f64(),
-            );
-            tracing::debug!(
-                peer = %peer,
-                client = %access.name(),
-                method = %handled.method,
-                path = %path,
-                status,
-                elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
-                "request"
+            access_log::record(
+                &state.metrics,
+                &access_log::Answered {
+                    peer,
+                    client: access.name(),
+                    method: &handled.method,
+                    path: &path,
+                    status: handled.response.status().as_u16(),
+                    elapsed: started.elapsed(),
+                },
             );
             Ok::<_, std::convert::Infallible>(handled.response)
         }
