@@ -319,6 +319,22 @@ impl Metrics {
                 guard.min_free_bytes(),
             );
         }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            // Every connection, request and QRS call is a task: a count that does not fall
+            // back after load is a leak.
+            header(
+                o,
+                "butler_edge_runtime_alive_tasks",
+                "gauge",
+                "Tasks alive in the async runtime (connections, requests, QRS calls, timers).",
+            );
+            line(
+                o,
+                "butler_edge_runtime_alive_tasks",
+                "",
+                runtime.metrics().num_alive_tasks() as u64,
+            );
+        }
         out
     }
 }

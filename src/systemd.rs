@@ -5,9 +5,10 @@
 //! admin's `systemctl start`) wait for a service that really answers. `STOPPING=1` marks the
 //! start of a graceful shutdown. With `WatchdogSec=` set, systemd kills and restarts a
 //! service that stops sending `WATCHDOG=1`; we send it at half the interval, and only while a
-//! liveness check passes: the database answers a read and the accept loop answers a probe.
-//! A process whose runtime is wedged, whose database is stuck, or whose accept loop has died
-//! therefore gets restarted instead of sitting there looking alive.
+//! liveness check passes: the database answers a read, its writer thread takes work (so
+//! writes are not stuck behind a hung commit) and the accept loop answers a probe. A process
+//! whose runtime is wedged, whose database is stuck, or whose accept loop has died therefore
+//! gets restarted instead of sitting there looking alive.
 //!
 //! Outside systemd (`NOTIFY_SOCKET` unset) every call here is a no-op.
 
@@ -95,14 +96,24 @@ pub fn start_watchdog(accept: Option<Arc<AcceptProbe>>, store: Option<Store>) {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
         loop {
             ticker.tick().await;
             match liveness(accept.as_deref(), store.as_ref(), check_timeout).await {
-                Ok(()) => notify(&[NotifyState::Watchdog]),
-                Err(why) => tracing::error!(
-                    reason = %why,
-                    "liveness check failed; not pinging the systemd watchdog"
-                ),
+                Ok(()) => {
+                    if failing {
+                        tracing::warn!("liveness check passes again; pinging the systemd watchdog");
+                        failing = false;
+                    }
+                    notify(&[NotifyState::Watchdog]);
+                }
+                Err(why) => {
+                    failing = true;
+                    tracing::error!(
+                        reason = %why,
+                        "liveness check failed; not pinging the systemd watchdog"
+                    );
+                }
             }
         }
     });
@@ -122,6 +133,12 @@ async fn liveness(
         ));
     }
     if let Some(store) = store {
+        if !store.writer_answers_within(within).await {
+            return Err(format!(
+                "the database writer did not take work within {} ms (a commit is stuck)",
+                within.as_millis()
+            ));
+        }
         let store = store.clone();
         let read = tokio::task::spawn_blocking(move || store.namespace_exists(""));
         match tokio::time::timeout(within, read).await {

@@ -7,8 +7,9 @@
 //! `started` or `failed`, or a 502 naming QRS; never a 500 or a dropped
 //! connection. Once every caller has its answer, no further start call reaches
 //! QRS (nothing is started after callers were told the outcome), the service
-//! recovers at once when QRS does, and its open file descriptors are back to the
-//! baseline plus at most the QRS connection pool.
+//! recovers at once when QRS does, and its open file descriptors and its async
+//! runtime's alive tasks (`butler_edge_runtime_alive_tasks` in `/metrics`) are back
+//! to the baseline plus at most the QRS connection pool.
 
 mod support;
 
@@ -56,6 +57,8 @@ ButlerEdge:
     connectTimeoutMs: {CONNECT_TIMEOUT_MS}
     requestTimeoutMs: {REQUEST_TIMEOUT_MS}
     maxConcurrentCalls: {MAX_CONCURRENT_CALLS}
+  endpointsEnable:
+    metrics: true
 ",
         cert = certs.client.cert.display(),
         key = certs.client.key.display(),
@@ -145,6 +148,7 @@ fn every_start_is_answered_in_time_through_a_qrs_fault_storm() {
     assert_eq!(start_once(&http, port).map(|r| r.1), Ok("started"));
     let baseline_fds = open_fds(server.pid());
     let baseline_qrs = connections_to(qrs.port());
+    let baseline_tasks = alive_tasks(&http, port);
 
     let stop = Arc::new(AtomicBool::new(false));
     let callers: Vec<_> = (0..16)
@@ -260,6 +264,7 @@ fn every_start_is_answered_in_time_through_a_qrs_fault_storm() {
     std::thread::sleep(Duration::from_millis(500));
     let after_fds = open_fds(server.pid());
     let after_qrs = connections_to(qrs.port());
+    let after_tasks = alive_tasks(&http, port);
     let bound = Duration::from_millis(2 * REQUEST_TIMEOUT_MS + 2 * CONNECT_TIMEOUT_MS)
         + Duration::from_millis(1500);
     println!(
@@ -267,7 +272,8 @@ fn every_start_is_answered_in_time_through_a_qrs_fault_storm() {
          (bound {bound:?}); start calls at QRS {starts_when_answered} when all callers had \
          their answer, {starts_later} later; first start after the storm {kind} in {took:?}; \
          server fds {baseline_fds} before ({baseline_qrs} to QRS), {after_fds} after \
-         ({after_qrs} to QRS, kept for reuse)",
+         ({after_qrs} to QRS, kept for reuse); runtime tasks {baseline_tasks} before, \
+         {after_tasks} after",
         total.started, total.failed, total.bad_gateway
     );
     assert!(slowest < bound, "a caller waited {slowest:?}");
@@ -291,4 +297,24 @@ fn every_start_is_answered_in_time_through_a_qrs_fault_storm() {
         "descriptors leak: {after_fds} open after the storm ({after_qrs} to QRS), \
          {baseline_fds} before ({baseline_qrs} to QRS)"
     );
+    // Each pooled QRS connection keeps one task; every request, caller connection, QRS
+    // call and timer of the storm is gone.
+    assert!(
+        after_tasks.saturating_sub(after_qrs) <= baseline_tasks.saturating_sub(baseline_qrs) + 2,
+        "runtime tasks leak: {after_tasks} alive after the storm ({after_qrs} QRS connections), \
+         {baseline_tasks} before ({baseline_qrs} QRS connections)"
+    );
+}
+
+/// `butler_edge_runtime_alive_tasks` from `/metrics`.
+fn alive_tasks(http: &reqwest::blocking::Client, port: u16) -> usize {
+    let text = http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .and_then(|r| r.text())
+        .expect("GET /metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix("butler_edge_runtime_alive_tasks "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no butler_edge_runtime_alive_tasks in /metrics:\n{text}"))
 }

@@ -259,6 +259,12 @@ impl Store {
         Ok((namespaces.len().map_err(db_err)?, kv.len().map_err(db_err)?))
     }
 
+    /// Whether the writer thread takes work within `within` (the watchdog's check that
+    /// writes are not stuck behind a hung commit).
+    pub async fn writer_answers_within(&self, within: std::time::Duration) -> bool {
+        self.inner.writer.answers_within(within).await
+    }
+
     /// Group-commit counters (commits, operations, largest batch, expired removed).
     pub fn writer_stats(&self) -> &WriterStats {
         &self.inner.writer.stats

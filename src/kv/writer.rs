@@ -83,7 +83,15 @@ pub struct WriterStats {
 type Reply = oneshot::Sender<Result<Vec<WriteOutcome>, StoreError>>;
 
 enum Message {
-    Write { ops: Vec<WriteOp>, reply: Reply },
+    Write {
+        ops: Vec<WriteOp>,
+        reply: Reply,
+    },
+    /// The watchdog's liveness probe: answered as soon as the thread takes it from the
+    /// queue, so it goes unanswered exactly when the thread is stuck (e.g. in an fsync).
+    Ping {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 pub struct Handle {
@@ -132,6 +140,18 @@ impl Handle {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Whether the thread takes a message from its queue within `within`.
+    pub async fn answers_within(&self, within: std::time::Duration) -> bool {
+        let (reply, answer) = oneshot::channel();
+        let sent = match self.sender.lock() {
+            Ok(guard) => guard
+                .as_ref()
+                .is_some_and(|sender| sender.send(Message::Ping { reply }).is_ok()),
+            Err(_) => false,
+        };
+        sent && matches!(tokio::time::timeout(within, answer).await, Ok(Ok(())))
+    }
+
     /// Lets the thread finish what is queued, then waits for it to exit.
     pub async fn close(&self) {
         if let Ok(mut guard) = self.sender.lock() {
@@ -159,10 +179,18 @@ fn run(
                 Err(_) => break,
             }
         }
-        let requests: Vec<(Vec<WriteOp>, Reply)> = batch
-            .into_iter()
-            .map(|Message::Write { ops, reply }| (ops, reply))
-            .collect();
+        let mut requests: Vec<(Vec<WriteOp>, Reply)> = Vec::with_capacity(batch.len());
+        for message in batch {
+            match message {
+                Message::Write { ops, reply } => requests.push((ops, reply)),
+                Message::Ping { reply } => {
+                    let _ = reply.send(());
+                }
+            }
+        }
+        if requests.is_empty() {
+            continue;
+        }
         let op_count: usize = requests.iter().map(|(ops, _)| ops.len()).sum();
         let earliest_deadline = requests
             .iter()

@@ -51,6 +51,8 @@ pub struct Server {
     pub config_path: PathBuf,
     pub data_dir: PathBuf,
     log: Arc<Mutex<String>>,
+    /// Extra environment for the process (e.g. systemd's `NOTIFY_SOCKET`).
+    env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -63,6 +65,16 @@ impl Server {
     }
 
     pub fn start_in(dir: tempfile::TempDir, data_dir: PathBuf, config: &str) -> Server {
+        Server::start_in_with_env(dir, data_dir, config, &[])
+    }
+
+    /// As [`Server::start_in`], with extra environment variables for the process.
+    pub fn start_in_with_env(
+        dir: tempfile::TempDir,
+        data_dir: PathBuf,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Server {
         let port = free_port();
         let config_path = dir.path().join("config.yaml");
         let text = config
@@ -77,6 +89,10 @@ impl Server {
             config_path,
             data_dir,
             log: Arc::new(Mutex::new(String::new())),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         server.spawn();
         server
@@ -90,6 +106,7 @@ impl Server {
             .arg(&self.data_dir)
             // Tests run as root in CI; butler-edge refuses root unless told explicitly.
             .args(root_user_args())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
