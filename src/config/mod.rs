@@ -317,6 +317,25 @@ mod tests {
     }
 
     #[test]
+    fn idle_timeout_has_a_default_and_is_validated_like_the_other_limits() {
+        let c = Config::parse("Butler:\n  logLevel: info\n", "t").unwrap();
+        assert_eq!(c.edge.limits.idle_timeout, Duration::from_secs(60));
+        let c = Config::parse(
+            "Butler:\n  logLevel: info\nButlerEdge:\n  limits:\n    idleTimeoutMs: 1500\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.edge.limits.idle_timeout, Duration::from_millis(1500));
+        let e = Config::parse(
+            "Butler:\n  logLevel: info\nButlerEdge:\n  limits:\n    idleTimeoutMs: 0\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("ButlerEdge.limits.idleTimeoutMs: "), "{e}");
+    }
+
+    #[test]
     fn unknown_keys_are_listed_not_rejected() {
         let c = Config::parse(
             "Butler:\n  logLevel: warn\n  mqttConfig:\n    enable: false\n",

@@ -297,7 +297,11 @@ async fn serve_connection<I>(
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     let idle_timeout = connection.idle_timeout();
-    let timer = tokio::time::sleep(idle_timeout);
+    // The idle time began at accept (a TLS handshake counts as idle time).
+    let first_check = connection
+        .idle_deadline()
+        .unwrap_or_else(|| Instant::now() + idle_timeout);
+    let timer = tokio::time::sleep_until(first_check.into());
     tokio::pin!(timer);
     // Set once the connection has been asked to close; it then has CLOSE_GRACE.
     let mut closing = false;
