@@ -7,10 +7,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use crate::http::connections::ConnectionStats;
 use crate::state::AppState;
 
 /// Upper bounds (seconds) of the latency histogram buckets: from a cached read (well under
@@ -32,6 +33,8 @@ pub struct Metrics {
     started_unix: f64,
     requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
     latency: Mutex<BTreeMap<&'static str, Histogram>>,
+    /// Connection slots, evictions and idle closes, kept by the accept loop.
+    pub connections: Arc<ConnectionStats>,
     tasks_started: AtomicU64,
     tasks_failed: AtomicU64,
     qrs_unreachable: AtomicU64,
@@ -47,6 +50,7 @@ impl Default for Metrics {
                 .unwrap_or(0.0),
             requests: Mutex::new(BTreeMap::new()),
             latency: Mutex::new(BTreeMap::new()),
+            connections: Arc::default(),
             tasks_started: AtomicU64::new(0),
             tasks_failed: AtomicU64::new(0),
             qrs_unreachable: AtomicU64::new(0),
@@ -179,6 +183,37 @@ impl Metrics {
                 &format!("endpoint=\"{endpoint}\""),
                 h.count,
             );
+        }
+
+        let connections = &self.connections;
+        for (name, kind, help, value) in [
+            (
+                "butler_edge_http_connections",
+                "gauge",
+                "Connections holding a slot (ButlerEdge.limits.maxConnections).",
+                &connections.open,
+            ),
+            (
+                "butler_edge_http_connections_waiting",
+                "gauge",
+                "Accepted connections waiting for a slot.",
+                &connections.queued,
+            ),
+            (
+                "butler_edge_http_connections_evicted_total",
+                "counter",
+                "Idle connections closed to make room for a newcomer.",
+                &connections.evicted,
+            ),
+            (
+                "butler_edge_http_connections_idle_closed_total",
+                "counter",
+                "Connections closed after ButlerEdge.limits.idleTimeoutMs with no request.",
+                &connections.idle_closed,
+            ),
+        ] {
+            header(o, name, kind, help);
+            line(o, name, "", value.load(Ordering::Relaxed));
         }
 
         if state.start_task.is_some() {

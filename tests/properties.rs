@@ -23,6 +23,7 @@ fn limits() -> Limits {
         header_read_timeout: Duration::from_secs(10),
         body_read_timeout: Duration::from_secs(30),
         max_connections: 10_000,
+        idle_timeout: Duration::from_secs(60),
         max_namespace_bytes: 1024,
         max_key_bytes: 1024,
         max_value_bytes: 512 * 1024,

@@ -139,6 +139,9 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
     pub max_connections: usize,
+    /// A connection with no request in flight for this long is closed gracefully
+    /// (`ButlerEdge.limits.idleTimeoutMs`): HTTP/2 has no other bound on idle connections.
+    pub idle_timeout: Duration,
     pub max_namespace_bytes: usize,
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
@@ -273,6 +276,7 @@ fn parse_edge(r: &Reader) -> Result<EdgeConfig, ConfigError> {
         body_read_timeout: millis(r, "ButlerEdge.limits.bodyReadTimeoutMs", 30_000)?,
         max_connections: r.integer_or("ButlerEdge.limits.maxConnections", 1, 1_000_000, 10_000)?
             as usize,
+        idle_timeout: millis(r, "ButlerEdge.limits.idleTimeoutMs", 60_000)?,
         max_namespace_bytes: bytes(r, "ButlerEdge.limits.maxNamespaceBytes", 1024)?,
         max_key_bytes: bytes(r, "ButlerEdge.limits.maxKeyBytes", 1024)?,
         max_value_bytes: bytes(r, "ButlerEdge.limits.maxValueBytes", 512 * 1024)?,
@@ -310,6 +314,25 @@ mod tests {
             e,
             "Butler.restServerConfig.serverPort: expected a port 1-65535, found \"80800\""
         );
+    }
+
+    #[test]
+    fn idle_timeout_has_a_default_and_is_validated_like_the_other_limits() {
+        let c = Config::parse("Butler:\n  logLevel: info\n", "t").unwrap();
+        assert_eq!(c.edge.limits.idle_timeout, Duration::from_secs(60));
+        let c = Config::parse(
+            "Butler:\n  logLevel: info\nButlerEdge:\n  limits:\n    idleTimeoutMs: 1500\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.edge.limits.idle_timeout, Duration::from_millis(1500));
+        let e = Config::parse(
+            "Butler:\n  logLevel: info\nButlerEdge:\n  limits:\n    idleTimeoutMs: 0\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("ButlerEdge.limits.idleTimeoutMs: "), "{e}");
     }
 
     #[test]

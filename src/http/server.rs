@@ -1,10 +1,22 @@
 //! The accept loop: connections, limits, timeouts, graceful shutdown.
 //!
-//! Shaped like mini-redis's `server.rs`: a semaphore bounds open connections
-//! (beyond the limit, new ones wait in the kernel's backlog instead of exhausting
-//! memory or file descriptors), each connection runs in its own task, and on
-//! shutdown the loop stops accepting, asks every connection to finish its
-//! in-flight request, and waits for them within a bound.
+//! Shaped like mini-redis's `server.rs`: each connection runs in its own task, and on
+//! shutdown the loop stops accepting, asks every connection to finish its in-flight
+//! request, and waits for them within a bound. Connection slots
+//! (`ButlerEdge.limits.maxConnections`) are kept by [`super::connections`]: the loop
+//! accepts, then asks for a slot; when every slot is taken the newcomer waits in a small
+//! reserve ([`RESERVE`]) while the connection idle longest is asked to close, and once
+//! the reserve is full too, callers wait in the kernel's backlog instead of exhausting
+//! memory or file descriptors.
+//!
+//! Each connection is closed gracefully (hyper's `graceful_shutdown`: HTTP/1.1 finishes
+//! the response in progress, HTTP/2 sends GOAWAY) once it has had no request in flight
+//! for `ButlerEdge.limits.idleTimeoutMs`, or when evicted. hyper's HTTP/2 server has no
+//! idle timeout of its own and its graceful close waits for the peer to answer a PING,
+//! so a connection still open [`CLOSE_GRACE`] after being asked, with no request in
+//! flight, is dropped. (HTTP/1.1 keep-alive connections are also bounded by hyper's
+//! header read timeout, which hyper 1.x starts as soon as a connection goes idle between
+//! requests; the shorter of the two applies.)
 //!
 //! With TLS on there is only the TLS listener. Each connection does its handshake
 //! with the TLS settings current when it was accepted (so a `SIGHUP` swap affects
@@ -20,11 +32,11 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
+use super::connections::{Admission, Connection, Registry};
 use super::{access_log, router};
 use crate::authz::{Caller, CertIdentity};
 use crate::state::AppState;
@@ -35,6 +47,16 @@ pub type ShutdownSignal = watch::Receiver<bool>;
 /// Descriptors beyond the connections: database, listener, QRS pool, logs.
 const SPARE_FILES: u64 = 256;
 
+/// Accepted connections that may wait for a slot while every slot is taken. Enough for a
+/// burst of newcomers to be served by eviction without a round trip through the backlog;
+/// small, because each holds a descriptor beyond `maxConnections`.
+pub const RESERVE: usize = 64;
+
+/// How long a connection asked to close (idle, evicted) may take before it is dropped,
+/// if it has no request in flight: an HTTP/2 peer gets this long to answer the GOAWAY's
+/// PING.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// Raises the soft open-file limit so that `maxConnections` can really be open.
 /// systemd starts services with a soft limit of 1024 (hard 524288): without this,
 /// accept fails with EMFILE at about a thousand connections, far below the
@@ -44,7 +66,9 @@ fn raise_open_file_limit(max_connections: usize) {
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
         return;
     };
-    let wanted = (max_connections as u64).saturating_add(SPARE_FILES);
+    let wanted = (max_connections as u64)
+        .saturating_add(RESERVE as u64)
+        .saturating_add(SPARE_FILES);
     let target = wanted.min(hard);
     if soft < target {
         match setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
@@ -57,7 +81,8 @@ fn raise_open_file_limit(max_connections: usize) {
             limit = hard,
             max_connections,
             "the open-file limit ({hard}) is below ButlerEdge.limits.maxConnections \
-             ({max_connections}) plus {SPARE_FILES} spare: raise LimitNOFILE or lower maxConnections"
+             ({max_connections}) plus {RESERVE} waiting and {SPARE_FILES} spare: raise \
+             LimitNOFILE or lower maxConnections"
         );
     }
 }
@@ -67,8 +92,12 @@ fn raise_open_file_limit(max_connections: usize) {
 pub async fn serve(listener: TcpListener, state: Arc<AppState>, mut shutdown: ShutdownSignal) {
     let limits = state.config.edge.limits.clone();
     raise_open_file_limit(limits.max_connections);
-    let connections = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
+    let registry = Registry::new(
+        limits.max_connections,
+        limits.idle_timeout,
+        state.metrics.connections.clone(),
+    );
+    let reserve = Arc::new(Semaphore::new(RESERVE));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -79,9 +108,11 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, mut shutdown: Sh
     let builder = Arc::new(builder);
 
     loop {
-        let permit = tokio::select! {
-            permit = connections.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
+        // A reserve place first, so that at most RESERVE accepted connections wait for a
+        // slot; beyond that, newcomers wait in the kernel's backlog.
+        let place = tokio::select! {
+            place = reserve.clone().acquire_owned() => match place {
+                Ok(place) => place,
                 Err(_) => break,
             },
             _ = shutdown.changed() => break,
@@ -107,74 +138,35 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, mut shutdown: Sh
             }
         };
         let _ = stream.set_nodelay(true);
-        let watcher = graceful.watcher();
         let state = state.clone();
         let builder = builder.clone();
-        let tls = state.security.current().tls.clone();
-        let handshake_timeout = limits.header_read_timeout;
-        let first_byte_timeout = limits.header_read_timeout;
-        tokio::spawn(async move {
-            match tls {
-                None => {
-                    // hyper's header read timeout starts only once the auto builder has
-                    // seen enough bytes to choose HTTP/1 or HTTP/2: a connection that
-                    // sends nothing would hold its connection slot forever (10,000 of
-                    // them lock everyone out). The first byte must come within the
-                    // header timeout. (`peek`, not `readable`: readiness may be
-                    // reported before any byte.) TLS connections are bounded by the
-                    // handshake timeout instead.
-                    let mut first = [0u8; 1];
-                    if tokio::time::timeout(first_byte_timeout, stream.peek(&mut first))
-                        .await
-                        .is_err()
-                    {
-                        tracing::debug!(peer = %peer, "connection sent nothing within the header read timeout; closed");
-                        return;
-                    }
-                    let io = TokioIo::new(stream);
-                    serve_connection(io, peer, Caller::Anonymous, state, &builder, watcher).await;
-                }
-                Some(acceptor) => {
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => {
-                            let caller = match tls_stream.get_ref().1.peer_certificates() {
-                                Some([leaf, ..]) => {
-                                    Caller::Certificate(Arc::new(CertIdentity::from_der(leaf)))
-                                }
-                                _ => Caller::Anonymous,
-                            };
-                            let io = TokioIo::new(tls_stream);
-                            serve_connection(io, peer, caller, state, &builder, watcher).await;
-                        }
-                        // A peer that connects and leaves without a word (a port probe,
-                        // a load balancer's check) is not worth an info line.
-                        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                            tracing::debug!(peer = %peer, "connection closed before a TLS handshake");
-                        }
-                        Ok(Err(e)) => {
-                            tracing::info!(peer = %peer, error = %e, "TLS handshake failed; connection closed");
-                        }
-                        Err(_) => {
-                            tracing::info!(
-                                peer = %peer,
-                                timeout_ms = handshake_timeout.as_millis() as u64,
-                                "TLS handshake not completed in time; connection closed"
-                            );
-                        }
-                    }
-                }
+        match registry.admit() {
+            Admission::Now(connection) => {
+                drop(place);
+                tokio::spawn(run_connection(connection, stream, peer, state, builder));
             }
-            drop(permit);
-        });
+            Admission::Queued(granted) => {
+                tracing::debug!(peer = %peer, "every connection slot taken; waiting for one");
+                tokio::spawn(async move {
+                    // Turned away (dropped with the queue) when the server shuts down first.
+                    let Ok(grant) = granted.await else { return };
+                    let connection = grant.into_connection();
+                    drop(place);
+                    run_connection(connection, stream, peer, state, builder).await;
+                });
+            }
+            Admission::Refused => break,
+        }
     }
 
     drop(listener);
     let timeout = state.config.edge.shutdown_timeout;
     tracing::info!(
-        connections = graceful.count(),
+        connections = registry.count(),
         "no longer accepting connections; finishing in-flight requests"
     );
-    if tokio::time::timeout(timeout, graceful.shutdown())
+    registry.close_all();
+    if tokio::time::timeout(timeout, registry.emptied())
         .await
         .is_err()
     {
@@ -185,19 +177,98 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, mut shutdown: Sh
     }
 }
 
-/// Serves HTTP/1.1 or HTTP/2 on one established (possibly TLS) connection.
-pub async fn serve_connection<I>(
+/// One accepted connection holding a slot: its first byte or TLS handshake within the
+/// header timeout, then HTTP. Closes early if evicted before HTTP begins.
+async fn run_connection(
+    connection: Connection,
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: Arc<AppState>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+) {
+    let tls = state.security.current().tls.clone();
+    let timeout = state.config.edge.limits.header_read_timeout;
+    match tls {
+        None => {
+            // hyper's header read timeout starts only once the auto builder has
+            // seen enough bytes to choose HTTP/1 or HTTP/2: a connection that
+            // sends nothing would hold its connection slot forever (10,000 of
+            // them lock everyone out). The first byte must come within the
+            // header timeout. (`peek`, not `readable`: readiness may be
+            // reported before any byte.) TLS connections are bounded by the
+            // handshake timeout instead.
+            let mut first = [0u8; 1];
+            tokio::select! {
+                peeked = tokio::time::timeout(timeout, stream.peek(&mut first)) => {
+                    if peeked.is_err() {
+                        tracing::debug!(peer = %peer, "connection sent nothing within the header read timeout; closed");
+                        return;
+                    }
+                }
+                () = connection.close_requested() => {
+                    tracing::debug!(peer = %peer, "connection closed before its first byte to make room");
+                    return;
+                }
+            }
+            let io = TokioIo::new(stream);
+            serve_connection(io, peer, Caller::Anonymous, state, &builder, connection).await;
+        }
+        Some(acceptor) => {
+            let handshake = tokio::select! {
+                handshake = tokio::time::timeout(timeout, acceptor.accept(stream)) => handshake,
+                () = connection.close_requested() => {
+                    tracing::debug!(peer = %peer, "connection closed during its TLS handshake to make room");
+                    return;
+                }
+            };
+            match handshake {
+                Ok(Ok(tls_stream)) => {
+                    let caller = match tls_stream.get_ref().1.peer_certificates() {
+                        Some([leaf, ..]) => {
+                            Caller::Certificate(Arc::new(CertIdentity::from_der(leaf)))
+                        }
+                        _ => Caller::Anonymous,
+                    };
+                    let io = TokioIo::new(tls_stream);
+                    serve_connection(io, peer, caller, state, &builder, connection).await;
+                }
+                // A peer that connects and leaves without a word (a port probe,
+                // a load balancer's check) is not worth an info line.
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    tracing::debug!(peer = %peer, "connection closed before a TLS handshake");
+                }
+                Ok(Err(e)) => {
+                    tracing::info!(peer = %peer, error = %e, "TLS handshake failed; connection closed");
+                }
+                Err(_) => {
+                    tracing::info!(
+                        peer = %peer,
+                        timeout_ms = timeout.as_millis() as u64,
+                        "TLS handshake not completed in time; connection closed"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Serves HTTP/1.1 or HTTP/2 on one established (possibly TLS) connection until the
+/// peer leaves, or it is closed: idle for `idleTimeoutMs`, evicted, or shutdown.
+async fn serve_connection<I>(
     io: TokioIo<I>,
     peer: SocketAddr,
     caller: Caller,
     state: Arc<AppState>,
     builder: &auto::Builder<TokioExecutor>,
-    watcher: hyper_util::server::graceful::Watcher,
+    connection: Connection,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let requests = connection.requests();
     let service = service_fn(move |mut req: http::Request<Incoming>| {
         let state = state.clone();
+        // In flight from here until hyper has taken the whole response body.
+        let in_flight = requests.start();
         // Resolved per request, so a reloaded client list applies to open connections too.
         let access = state.security.current().policy.resolve(&caller);
         async move {
@@ -216,11 +287,69 @@ pub async fn serve_connection<I>(
                     elapsed: started.elapsed(),
                 },
             );
-            Ok::<_, std::convert::Infallible>(handled.response)
+            Ok::<_, std::convert::Infallible>(in_flight.attach(handled.response))
         }
     });
-    let connection = builder.serve_connection(io, service);
-    if let Err(e) = watcher.watch(connection.into_owned()).await {
-        tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let idle_timeout = connection.idle_timeout();
+    // The idle time began at accept (a TLS handshake counts as idle time).
+    let first_check = connection
+        .idle_deadline()
+        .unwrap_or_else(|| Instant::now() + idle_timeout);
+    let timer = tokio::time::sleep_until(first_check.into());
+    tokio::pin!(timer);
+    // Set once the connection has been asked to close; it then has CLOSE_GRACE.
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            ended = conn.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            () = connection.close_requested(), if !closing => {
+                tracing::debug!(peer = %peer, "closing the connection (evicted or shutting down)");
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+                timer.as_mut().reset(tokio::time::Instant::now() + CLOSE_GRACE);
+            }
+            () = &mut timer => {
+                let now = Instant::now();
+                if closing {
+                    if !connection.is_busy() {
+                        tracing::debug!(peer = %peer, "connection did not close within its grace; dropped");
+                        return;
+                    }
+                    // A request still in flight finishes first (bounded by its own
+                    // timeouts and, at shutdown, by the shutdown timeout).
+                    timer.as_mut().reset((now + CLOSE_GRACE).into());
+                    continue;
+                }
+                match connection.idle_deadline() {
+                    Some(deadline) if deadline <= now => {
+                        if connection.close_if_idle() {
+                            tracing::debug!(
+                                peer = %peer,
+                                idle_timeout_ms = idle_timeout.as_millis() as u64,
+                                "connection idle for the idle timeout; closing"
+                            );
+                            conn.as_mut().graceful_shutdown();
+                            closing = true;
+                            timer.as_mut().reset((now + CLOSE_GRACE).into());
+                        } else {
+                            // A request began, or an eviction got there first (its
+                            // close request is pending).
+                            timer.as_mut().reset((now + idle_timeout).into());
+                        }
+                    }
+                    Some(deadline) => timer.as_mut().reset(deadline.into()),
+                    // A request in flight: look again one idle timeout from now, by
+                    // which time it has ended (and its idle time begun) or not.
+                    None => timer.as_mut().reset((now + idle_timeout).into()),
+                }
+            }
+        }
     }
 }
