@@ -6,6 +6,16 @@
 //! to the service, writes that add data get 507 Insufficient Storage naming the directory,
 //! the space left and the threshold; reads and deletes keep working.
 //!
+//! Deletes stay allowed on purpose: they are what an admin reaches for, and the headroom the
+//! guard keeps is what lets their (copy-on-write) commits through. They do not lift the
+//! guard, though: redb reuses the freed pages for later writes but does not give them back
+//! to the file system, so only freeing space elsewhere on it does (tests/fault_disk.rs
+//! measures this).
+//!
+//! The guard is a threshold checked before a write, so another process can still fill the
+//! disk between the check and the commit. That case is the store's ([`crate::kv`]): the
+//! commit fails with ENOSPC, the caller gets a 507 too, and nothing acknowledged is lost.
+//!
 //! The directory is opened once at start-up and measured with `fstatvfs` on that handle, so
 //! the check keeps working after privileges are dropped and costs one system call.
 
@@ -39,7 +49,7 @@ impl DiskGuard {
     pub fn free_bytes(&self) -> Result<u64, String> {
         let stats = nix::sys::statvfs::fstatvfs(&self.dir)
             .map_err(|e| format!("statvfs {}: {e}", self.path.display()))?;
-        Ok((stats.blocks_available() as u64).saturating_mul(stats.fragment_size() as u64))
+        Ok(usable(&stats))
     }
 
     pub fn min_free_bytes(&self) -> u64 {
@@ -61,7 +71,9 @@ impl DiskGuard {
                 format!(
                     "Not enough free disk space to store the value: {} has {free} bytes free, \
                      below the {} bytes kept free (ButlerEdge.minFreeDiskBytes). \
-                     Reads and deletes still work; free disk space or delete keys",
+                     Reads and deletes still work; free disk space on that file system to store \
+                     values again (deleted keys make room inside the database file, not on the \
+                     disk)",
                     self.path.display(),
                     self.min_free_bytes
                 ),
@@ -69,4 +81,18 @@ impl DiskGuard {
         }
         Ok(())
     }
+}
+
+/// Bytes available to an unprivileged writer on the file system holding `path`, for the
+/// store's own check after a write failed for lack of space (it works with the guard off).
+pub fn available_bytes(path: &Path) -> Result<u64, String> {
+    let stats =
+        nix::sys::statvfs::statvfs(path).map_err(|e| format!("statvfs {}: {e}", path.display()))?;
+    Ok(usable(&stats))
+}
+
+fn usable(stats: &nix::sys::statvfs::Statvfs) -> u64 {
+    stats
+        .blocks_available()
+        .saturating_mul(stats.fragment_size())
 }

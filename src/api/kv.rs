@@ -29,8 +29,9 @@ fn key_not_found(namespace: &str, key: &str) -> ApiError {
     ApiError::bad_request(format!("Key '{key}' not found in namespace: {namespace}"))
 }
 
-fn store_failed(what: &str, e: StoreError) -> ApiError {
-    ApiError::internal(format!("{what}: {e}"))
+/// The one mapping of store failures to answers lives in [`ApiError::store`].
+fn store_failed(store: &Store, what: &str, e: StoreError) -> ApiError {
+    ApiError::store(what, &e, store.path())
 }
 
 /// The `key` query parameter, which Butler's schema requires.
@@ -49,7 +50,7 @@ pub fn namespaces(
 ) -> Result<Response<ResponseBody>, ApiError> {
     let mut names = store
         .namespaces()
-        .map_err(|e| store_failed("Failed getting all namespaces", e))?;
+        .map_err(|e| store_failed(store, "Failed getting all namespaces", e))?;
     names.retain(|name| visible(name));
     Ok(json(StatusCode::OK, &names))
 }
@@ -62,7 +63,7 @@ fn lookup<'q>(
     query: &'q [(String, String)],
 ) -> Result<(&'q str, Option<String>), ApiError> {
     let key = key_param(query)?;
-    let failed = |e| store_failed("Failed getting key-value data", e);
+    let failed = |e| store_failed(store, "Failed getting key-value data", e);
     let value = store.get(namespace, key).map_err(failed)?;
     if value.is_none() && !store.namespace_exists(namespace).map_err(failed)? {
         return Err(namespace_not_found(namespace));
@@ -115,7 +116,7 @@ pub fn key_list(store: &Store, namespace: &str) -> Result<Response<ResponseBody>
     }
     let keys = store
         .keys(namespace)
-        .map_err(|e| store_failed("Failed getting list of keys in namespace", e))?
+        .map_err(|e| store_failed(store, "Failed getting list of keys in namespace", e))?
         .ok_or_else(|| namespace_not_found(namespace))?;
     let keys = keys.iter().map(|key| KeyItem { key }).collect();
     Ok(json(StatusCode::OK, &KeyList { namespace, keys }))
@@ -266,7 +267,7 @@ pub async fn post(
     let outcome = store
         .write_one(op)
         .await
-        .map_err(|e| store_failed("Failed adding key-value to namespace", e))?;
+        .map_err(|e| store_failed(store, "Failed adding key-value to namespace", e))?;
     match outcome {
         WriteOutcome::Rejected(Rejected::NamespaceFull { limit }) => {
             Err(namespace_full(namespace, &pair.key, limit))
@@ -303,7 +304,7 @@ pub async fn delete_namespace(
             namespace: namespace.to_string(),
         })
         .await
-        .map_err(|e| store_failed("Failed clearing namespace", e))?;
+        .map_err(|e| store_failed(store, "Failed clearing namespace", e))?;
     match outcome {
         WriteOutcome::Rejected(_) => Err(namespace_not_found(namespace)),
         _ => Ok(empty(StatusCode::NO_CONTENT)),
@@ -326,7 +327,7 @@ pub async fn delete_key(
             key: key.to_string(),
         })
         .await
-        .map_err(|e| store_failed("Failed deleting key-value data", e))?;
+        .map_err(|e| store_failed(store, "Failed deleting key-value data", e))?;
     match outcome {
         WriteOutcome::Rejected(Rejected::NamespaceNotFound) => Err(namespace_not_found(namespace)),
         WriteOutcome::Rejected(_) => Err(key_not_found(namespace, key)),

@@ -9,6 +9,8 @@ use http::{Response, StatusCode, header};
 use http_body_util::Full;
 use serde::Serialize;
 
+use crate::kv::StoreError;
+
 /// A failed request: the status code and a message naming what was wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -34,6 +36,28 @@ impl ApiError {
 
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+
+    /// A failed key-value operation (`what` says which) as an answer: a full disk is 507
+    /// naming the data directory, a database being reopened after an I/O error is 503 (a
+    /// retry will do), anything else 500. `db_file` is the database file's path.
+    pub fn store(what: &str, error: &StoreError, db_file: &std::path::Path) -> Self {
+        match error {
+            StoreError::NoSpace { detail } => Self::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                format!(
+                    "{what}: no space left on the file system of the data directory {} \
+                     ({detail}). Nothing in this request was stored; reads still work. Free \
+                     disk space there, then retry",
+                    db_file.parent().unwrap_or(db_file).display()
+                ),
+            ),
+            StoreError::Unavailable { .. } | StoreError::Closed => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{what}: {error}. Retry in a moment"),
+            ),
+            other => Self::internal(format!("{what}: {other}")),
+        }
     }
 
     pub fn into_response(self) -> Response<Full<Bytes>> {

@@ -45,7 +45,7 @@ pub struct IdempotencyStore {
 impl IdempotencyStore {
     /// Creates the tables if needed.
     pub fn open(store: Store, retention: Duration) -> Result<IdempotencyStore, StoreError> {
-        let txn = store.database().begin_write().map_err(db_err)?;
+        let txn = store.database()?.begin_write().map_err(db_err)?;
         txn.open_table(ANSWERS).map_err(db_err)?;
         txn.open_table(EXPIRY).map_err(db_err)?;
         txn.commit().map_err(db_err)?;
@@ -75,7 +75,7 @@ impl IdempotencyStore {
 
     /// The live answer stored under `key`, if any.
     pub fn get(&self, key: &str) -> Result<Option<Answer>, StoreError> {
-        let txn = self.store.database().begin_read().map_err(db_err)?;
+        let txn = self.store.database()?.begin_read().map_err(db_err)?;
         let table = txn.open_table(ANSWERS).map_err(db_err)?;
         let Some(guard) = table.get(key).map_err(db_err)? else {
             return Ok(None);
@@ -93,7 +93,7 @@ impl IdempotencyStore {
 
     /// Stores an answer durably (returns after the fsynced commit).
     pub async fn put(&self, key: &str, answer: Answer) -> Result<(), StoreError> {
-        let db = self.store.database().clone();
+        let db = self.store.database()?;
         let key = key.to_string();
         let expires_at = now_ms().saturating_add(self.retention.as_millis() as u64);
         tokio::task::spawn_blocking(move || -> Result<(), StoreError> {

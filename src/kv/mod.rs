@@ -16,6 +16,7 @@
 mod expiry;
 pub mod idempotency;
 mod schema;
+mod slot;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableDatabase, ReadableTable};
+use slot::DbSlot;
 
 use schema::{EXPIRY, KV, NAMESPACES};
 pub use writer::{Rejected, WriteOp, WriteOutcome, WriterStats};
@@ -31,7 +33,7 @@ pub use writer::{Rejected, WriteOp, WriteOutcome, WriterStats};
 /// (about 200 MiB resident at a million keys); an appliance wants a bound. 32 MiB
 /// holds the hot pages of hundreds of thousands of keys, and a page not cached is
 /// one read from the OS page cache away.
-const CACHE_BYTES: usize = 32 << 20;
+pub(crate) const CACHE_BYTES: usize = 32 << 20;
 
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "butler-edge.redb";
@@ -62,14 +64,68 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The file system holding the database is full (ENOSPC or a quota): nothing in the
+    /// write was stored. The HTTP layer answers 507 naming the data directory.
+    #[error("no space left on the device holding the key-value database ({detail})")]
+    NoSpace { detail: String },
+    /// redb latched an I/O failure and the database is being (or could not be) reopened;
+    /// a moment later the request may succeed.
+    #[error("the key-value database is unavailable: {detail}")]
+    Unavailable { detail: String },
+    /// An I/O error other than a full disk (e.g. EIO from failing hardware).
+    #[error("I/O error on the key-value database: {detail}")]
+    Io { detail: String },
     #[error("key-value database error: {0}")]
     Db(String),
     #[error("the key-value store is shutting down")]
     Closed,
 }
 
-fn db_err(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Db(e.to_string())
+impl StoreError {
+    /// A copy for each caller of a failed group commit (the sources of start-up errors are
+    /// not `Clone`; those never come from a commit and keep only their text).
+    fn for_caller(&self) -> StoreError {
+        match self {
+            StoreError::NoSpace { detail } => StoreError::NoSpace {
+                detail: detail.clone(),
+            },
+            StoreError::Unavailable { detail } => StoreError::Unavailable {
+                detail: detail.clone(),
+            },
+            StoreError::Io { detail } => StoreError::Io {
+                detail: detail.clone(),
+            },
+            StoreError::Db(message) => StoreError::Db(message.clone()),
+            StoreError::Closed => StoreError::Closed,
+            other => StoreError::Db(other.to_string()),
+        }
+    }
+}
+
+/// Whether an I/O error means the file system is out of space for us.
+fn is_no_space(io: &std::io::Error) -> bool {
+    matches!(
+        io.raw_os_error(),
+        Some(nix::libc::ENOSPC) | Some(nix::libc::EDQUOT)
+    ) || io.kind() == std::io::ErrorKind::StorageFull
+}
+
+/// Classifies a redb error by what it means for the caller: a full disk (507), a
+/// database that must be reopened (503), another I/O error, or anything else.
+fn db_err(e: impl Into<redb::Error>) -> StoreError {
+    match e.into() {
+        redb::Error::Io(io) if is_no_space(&io) => StoreError::NoSpace {
+            detail: io.to_string(),
+        },
+        redb::Error::Io(io) => StoreError::Io {
+            detail: io.to_string(),
+        },
+        redb::Error::PreviousIo | redb::Error::DatabaseClosed => StoreError::Unavailable {
+            detail: "an earlier write failed with an I/O error and the database is being reopened"
+                .into(),
+        },
+        other => StoreError::Db(other.to_string()),
+    }
 }
 
 /// Milliseconds since the Unix epoch, the unit of stored deadlines.
@@ -124,7 +180,7 @@ pub struct Store {
 }
 
 struct Inner {
-    db: Arc<Database>,
+    db: Arc<DbSlot>,
     path: PathBuf,
     writer: writer::Handle,
     sweeper: expiry::Sweeper,
@@ -139,15 +195,12 @@ impl Store {
             source,
         })?;
         let path = data_dir.join(DB_FILE);
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(&path)
-            .map_err(|source| open_error(&path, source))?;
+        let db = slot::open_database(&path)?;
         schema::create_tables(&db).map_err(|e| StoreError::Schema {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        let db = Arc::new(db);
+        let db = DbSlot::new(path.clone(), db);
         let sweeper = expiry::Sweeper::new();
         let writer = writer::spawn(db.clone(), max_keys_per_namespace, sweeper.clone())?;
         let store = Store {
@@ -167,8 +220,9 @@ impl Store {
     }
 
     /// The database, for modules that keep their own tables in it ([`idempotency`]).
-    pub(crate) fn database(&self) -> &Arc<Database> {
-        &self.inner.db
+    /// Fetch it for each transaction: it is replaced after an I/O failure.
+    pub(crate) fn database(&self) -> Result<Arc<Database>, StoreError> {
+        self.inner.db.get()
     }
 
     /// Applies write operations in one durable transaction (possibly shared with
@@ -191,7 +245,7 @@ impl Store {
     /// transaction over cached pages takes microseconds, less than the hand-off to
     /// a blocking thread would cost.
     pub fn namespaces(&self) -> Result<Vec<String>, StoreError> {
-        let txn = self.inner.db.begin_read().map_err(db_err)?;
+        let txn = self.inner.db.get()?.begin_read().map_err(db_err)?;
         let table = txn.open_table(NAMESPACES).map_err(db_err)?;
         let mut out = Vec::new();
         for entry in table.iter().map_err(db_err)? {
@@ -202,14 +256,14 @@ impl Store {
     }
 
     pub fn namespace_exists(&self, namespace: &str) -> Result<bool, StoreError> {
-        let txn = self.inner.db.begin_read().map_err(db_err)?;
+        let txn = self.inner.db.get()?.begin_read().map_err(db_err)?;
         let table = txn.open_table(NAMESPACES).map_err(db_err)?;
         Ok(table.get(namespace).map_err(db_err)?.is_some())
     }
 
     /// The live value of a key, or `None` if absent or expired.
     pub fn get(&self, namespace: &str, key: &str) -> Result<Option<String>, StoreError> {
-        let txn = self.inner.db.begin_read().map_err(db_err)?;
+        let txn = self.inner.db.get()?.begin_read().map_err(db_err)?;
         let table = txn.open_table(KV).map_err(db_err)?;
         let Some(guard) = table.get((namespace, key)).map_err(db_err)? else {
             return Ok(None);
@@ -221,7 +275,7 @@ impl Store {
     /// The live keys of a namespace in key order, or `None` if the namespace does
     /// not exist.
     pub fn keys(&self, namespace: &str) -> Result<Option<Vec<String>>, StoreError> {
-        let txn = self.inner.db.begin_read().map_err(db_err)?;
+        let txn = self.inner.db.get()?.begin_read().map_err(db_err)?;
         let namespaces = txn.open_table(NAMESPACES).map_err(db_err)?;
         if namespaces.get(namespace).map_err(db_err)?.is_none() {
             return Ok(None);
@@ -244,7 +298,7 @@ impl Store {
 
     /// The earliest stored deadline, for the sweeper.
     fn next_deadline(&self) -> Result<Option<u64>, StoreError> {
-        let txn = self.inner.db.begin_read().map_err(db_err)?;
+        let txn = self.inner.db.get()?.begin_read().map_err(db_err)?;
         let table = txn.open_table(EXPIRY).map_err(db_err)?;
         Ok(table.first().map_err(db_err)?.map(|(k, _)| k.value().0))
     }
@@ -252,7 +306,7 @@ impl Store {
     /// Counts for health and metrics: (namespaces, stored keys including expired
     /// ones not yet swept).
     pub fn counts(&self) -> Result<(u64, u64), StoreError> {
-        let txn = self.inner.db.begin_read().map_err(db_err)?;
+        let txn = self.inner.db.get()?.begin_read().map_err(db_err)?;
         let namespaces = txn.open_table(NAMESPACES).map_err(db_err)?;
         let kv = txn.open_table(KV).map_err(db_err)?;
         use redb::ReadableTableMetadata;
@@ -274,6 +328,7 @@ impl Store {
     /// and waits until the database file is closed.
     pub async fn close(self) {
         self.inner.sweeper.stop();
+        self.inner.db.close();
         self.inner.writer.close().await;
     }
 }

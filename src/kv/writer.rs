@@ -11,17 +11,21 @@
 //! can fix) is decided inside the transaction, so checks like the namespace key
 //! limit cannot race with other writers. A storage error fails every request in
 //! the batch and commits none of them: nothing is acknowledged that is not on disk.
+//! Each caller gets the error's kind (a full disk stays a full disk, for a 507), and
+//! before they get it the database is reopened if redb latched the failure
+//! ([`super::slot`]), so neither the next write nor the next read meets a dead handle.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use redb::{Database, Durability, ReadableTable, Table};
+use redb::{Durability, ReadableTable, Table};
 use tokio::sync::{Mutex, oneshot};
 
 use super::expiry::Sweeper;
 use super::schema::{EXPIRY, KV, NAMESPACES};
+use super::slot::DbSlot;
 use super::{StoreError, db_err, is_live, now_ms};
 
 /// The most requests one transaction takes; bounds commit latency under a flood.
@@ -101,7 +105,7 @@ pub struct Handle {
 }
 
 pub fn spawn(
-    db: Arc<Database>,
+    db: Arc<DbSlot>,
     max_keys_per_namespace: u64,
     sweeper: Sweeper,
 ) -> Result<Handle, StoreError> {
@@ -164,7 +168,7 @@ impl Handle {
 }
 
 fn run(
-    db: &Database,
+    db: &Arc<DbSlot>,
     receiver: mpsc::Receiver<Message>,
     max_keys: u64,
     sweeper: &Sweeper,
@@ -218,8 +222,9 @@ fn run(
             }
             Err(e) => {
                 tracing::error!(error = %e, requests = requests.len(), "key-value commit failed; nothing in this batch was stored");
+                db.after_failure(&e);
                 for (_, reply) in requests {
-                    let _ = reply.send(Err(StoreError::Db(e.to_string())));
+                    let _ = reply.send(Err(e.for_caller()));
                 }
             }
         }
@@ -233,11 +238,12 @@ struct Tables<'t> {
 }
 
 fn commit_batch(
-    db: &Database,
+    slot: &DbSlot,
     requests: &[(Vec<WriteOp>, Reply)],
     max_keys: u64,
     stats: &WriterStats,
 ) -> Result<Vec<Vec<WriteOutcome>>, StoreError> {
+    let db = slot.for_write(payload_bytes(requests))?;
     let mut txn = db.begin_write().map_err(db_err)?;
     txn.set_durability(Durability::Immediate).map_err(db_err)?;
     let mut all = Vec::with_capacity(requests.len());
@@ -265,7 +271,26 @@ fn commit_batch(
         }
     }
     txn.commit().map_err(db_err)?;
+    slot.committed();
     Ok(all)
+}
+
+/// Roughly what a batch adds to the database (keys and values), for the free-space
+/// check after a full disk.
+fn payload_bytes(requests: &[(Vec<WriteOp>, Reply)]) -> u64 {
+    requests
+        .iter()
+        .flat_map(|(ops, _)| ops)
+        .map(|op| match op {
+            WriteOp::Put {
+                namespace,
+                key,
+                value,
+                ..
+            } => (namespace.len() + key.len() + value.len()) as u64,
+            _ => 0,
+        })
+        .sum()
 }
 
 fn apply(
