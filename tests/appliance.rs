@@ -232,9 +232,10 @@ fn user_flag_drops_root_after_binding() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Every uid and gid of the process (real, effective, saved, fs) is nobody's.
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
-    let ids = |key: &str| -> Vec<u32> {
+    // Every uid and gid of the process (real, effective, saved, fs) is nobody's. The drop
+    // follows the bind by a moment, so the listener may answer while the process is still
+    // root: wait for the change (within a bound) before judging.
+    let ids_in = |status: &str, key: &str| -> Vec<u32> {
         status
             .lines()
             .find(|l| l.starts_with(key))
@@ -244,6 +245,14 @@ fn user_flag_drops_root_after_binding() {
             .map(|n| n.parse().unwrap())
             .collect()
     };
+    let read_status = || std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let mut status = read_status();
+    let drop_deadline = Instant::now() + Duration::from_secs(5);
+    while ids_in(&status, "Uid:").contains(&0) && Instant::now() < drop_deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        status = read_status();
+    }
+    let ids = |key: &str| ids_in(&status, key);
     assert_eq!(ids("Uid:"), vec![nobody.uid.as_raw(); 4], "{status}");
     assert_eq!(ids("Gid:"), vec![nobody.gid.as_raw(); 4], "{status}");
     let groups = status.lines().find(|l| l.starts_with("Groups:")).unwrap();

@@ -602,6 +602,13 @@ fn a_disk_filled_to_the_last_byte_refuses_writes_cleanly_and_loses_nothing() {
 
     let (status, body) = health(port);
     println!("full disk: /health {status}: {}", body["checks"]);
+    // The guard is off here, yet health tells that writes are being refused.
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(
+        body["checks"]["database"]["status"], "writes refused",
+        "{body}"
+    );
     for line in server
         .log()
         .lines()
@@ -630,6 +637,7 @@ fn a_disk_filled_to_the_last_byte_refuses_writes_cleanly_and_loses_nothing() {
     acknowledged.push(("after-freeing".into(), "fits again".into()));
     let (status, body) = health(port);
     assert_eq!(status, 200, "healthy again: {body}");
+    assert_eq!(body["checks"]["database"]["status"], "ok", "{body}");
 
     // The database was never damaged: after a restart it opens without repair and holds
     // every acknowledged write.

@@ -22,12 +22,24 @@ pub fn health(state: &AppState) -> Response<ResponseBody> {
     let database = match &state.store {
         None => json!({"status": "disabled"}),
         Some(store) => match store.counts() {
-            Ok((namespaces, keys)) => json!({
-                "status": "ok",
-                "path": store.path().display().to_string(),
-                "namespaces": namespaces,
-                "keys": keys,
-            }),
+            Ok((namespaces, keys)) => {
+                let mut check = json!({
+                    "status": "ok",
+                    "path": store.path().display().to_string(),
+                    "namespaces": namespaces,
+                    "keys": keys,
+                });
+                // Seen even with the free-space guard off: the disk filled up under us.
+                if store.writes_blocked_by_full_disk() {
+                    degraded = true;
+                    check["status"] = json!("writes refused");
+                    check["message"] = json!(
+                        "the last write failed for lack of disk space; writes get 507 until \
+                         space is freed, reads work"
+                    );
+                }
+                check
+            }
             Err(e) => {
                 failed = true;
                 json!({"status": "fail", "path": store.path().display().to_string(), "error": e.to_string()})

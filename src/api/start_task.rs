@@ -186,9 +186,11 @@ async fn store_key_values(store: Option<&Store>, items: Vec<KeyValueItem>) -> Re
         })
         .collect();
     let outcomes = store.write(ops).await.map_err(|e| {
-        ApiError::internal(format!(
-            "storing the key-value items failed, so no task was started: {e}"
-        ))
+        ApiError::store(
+            "storing the key-value items failed, so no task was started",
+            &e,
+            store.path(),
+        )
     })?;
     for (kv, outcome) in items.iter().zip(outcomes) {
         if let WriteOutcome::Rejected(Rejected::NamespaceFull { limit }) = outcome {

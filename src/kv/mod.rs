@@ -313,6 +313,12 @@ impl Store {
         Ok((namespaces.len().map_err(db_err)?, kv.len().map_err(db_err)?))
     }
 
+    /// Whether the last write failed because the disk was full (none has succeeded since):
+    /// writes are refused until there is room again.
+    pub fn writes_blocked_by_full_disk(&self) -> bool {
+        self.inner.db.out_of_space()
+    }
+
     /// Whether the writer thread takes work within `within` (the watchdog's check that
     /// writes are not stuck behind a hung commit).
     pub async fn writer_answers_within(&self, within: std::time::Duration) -> bool {

@@ -144,6 +144,11 @@ impl DbSlot {
         }
     }
 
+    /// Whether the last write failed for lack of space (and none has succeeded since).
+    pub fn out_of_space(&self) -> bool {
+        self.out_of_space.load(Ordering::Acquire)
+    }
+
     /// A commit went through: the disk has room again.
     pub fn committed(&self) {
         if self.out_of_space.swap(false, Ordering::AcqRel) {
