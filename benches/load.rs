@@ -14,10 +14,12 @@
 //!   --workloads LIST  ping,read,write,mix,start,start0,connect (default all)
 //!   --quick           1 s rows, 1,64 connections, footprint without the 1M-key step
 //!   --no-footprint, --no-nginx, --no-tls
-//!   --url URL         drive another server at URL (http or https) instead; with
-//!                     --ca FILE (trust), --cert FILE --key FILE (client certificate),
-//!                     --pid PID (to report its CPU and RSS). Workloads that server
-//!                     does not serve show as errors.
+//!   --url URL         also drive another server at URL (http or https) in the same
+//!                     run, after butler-edge's own rows; with --ca FILE (trust),
+//!                     --cert FILE --key FILE (client certificate), --pid PID (to
+//!                     report its CPU and RSS). Workloads that server does not serve
+//!                     show as errors.
+//!   --only-url        drive only the --url server (no butler-edge, nginx or footprint)
 //!
 //! nginx, when installed, is measured the same way as a ceiling (`return 200`, one
 //! worker on CPU 0, plain and TLS).
@@ -57,6 +59,7 @@ struct Options {
     nginx: bool,
     tls: bool,
     url: Option<String>,
+    only_url: bool,
     ca: Option<PathBuf>,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
@@ -74,6 +77,7 @@ fn options() -> Options {
         nginx: true,
         tls: true,
         url: None,
+        only_url: false,
         ca: None,
         cert: None,
         key: None,
@@ -112,6 +116,7 @@ fn options() -> Options {
             "--no-nginx" => o.nginx = false,
             "--no-tls" => o.tls = false,
             "--url" => o.url = args.next(),
+            "--only-url" => o.only_url = true,
             "--ca" => o.ca = args.next().map(PathBuf::from),
             "--cert" => o.cert = args.next().map(PathBuf::from),
             "--key" => o.key = args.next().map(PathBuf::from),
@@ -683,6 +688,8 @@ fn start_butler_edge(f: &Fixtures, scheme: Scheme, data_dir: &Path) -> Process {
         .arg(&config)
         .arg("--data-dir")
         .arg(data_dir)
+        // As root (CI, this machine) butler-edge must be told whom to run as.
+        .args(support::server::root_user_args())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -820,6 +827,7 @@ fn time_to_first_answer(f: &Fixtures) -> Vec<Duration> {
             .arg(&config)
             .arg("--data-dir")
             .arg(data.path())
+            .args(support::server::root_user_args())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -873,7 +881,18 @@ async fn footprint(f: &Fixtures, o: &Options) {
     // Let start-up allocations settle and the sweeper sleep.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let rss = |pid| proc_status_kib(pid, "VmRSS").map_or(f64::NAN, |k| k as f64 / 1024.0);
-    println!("  idle RSS: {:.2} MiB", rss(pid));
+    let part = |key| proc_status_kib(pid, key).map_or(f64::NAN, |k| k as f64 / 1024.0);
+    // File-backed pages are the binary's and libraries' code and read-only data that
+    // start-up touched; anonymous ones are heap, stacks and relocated data.
+    println!(
+        "  idle RSS: {:.2} MiB (anonymous {:.2} MiB, file-backed {:.2} MiB)",
+        rss(pid),
+        part("RssAnon"),
+        part("RssFile")
+    );
+    if std::env::var_os("BENCH_SMAPS").is_some() {
+        let _ = std::fs::copy(format!("/proc/{pid}/smaps"), "/tmp/butler-edge-idle.smaps");
+    }
     let target = Target {
         name: "fill".into(),
         port: server.port,
@@ -1017,7 +1036,7 @@ async fn async_main(o: Options, cores: usize) {
         o.duration.as_secs_f64(),
         o.warmup.as_secs_f64()
     );
-    if let Some(url) = &o.url {
+    if let (Some(url), true) = (&o.url, o.only_url) {
         return external(url, &o).await;
     }
     let f = fixtures();
@@ -1075,6 +1094,9 @@ async fn async_main(o: Options, cores: usize) {
         }
         run_matrix(&target, &workloads, &o, Some(&f.qrs)).await;
         drop(server);
+    }
+    if let Some(url) = &o.url {
+        external(url, &o).await;
     }
     if o.nginx {
         match start_nginx(&f) {

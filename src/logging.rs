@@ -8,21 +8,33 @@
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{EnvFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{Layer, Registry};
 
 use crate::config::LogLevel;
 
-pub fn init(level: LogLevel) {
-    let filter = std::env::var("RUST_LOG")
+type BoxedFilter = Box<dyn Layer<Registry> + Send + Sync>;
+
+/// `RUST_LOG` when set and valid; else our own crate at the configured level and
+/// dependencies at warn. The latter is a plain target list, not an `EnvFilter`: that would
+/// compile regular expressions at start-up and evaluate them on every event, for nothing.
+fn filter(level: LogLevel) -> BoxedFilter {
+    if let Some(env) = std::env::var("RUST_LOG")
         .ok()
         .and_then(|spec| EnvFilter::try_new(spec).ok())
-        .unwrap_or_else(|| {
-            // Our own crate at the configured level; dependencies one notch quieter.
-            let ours = level.as_tracing();
-            EnvFilter::new(format!("warn,butler_edge={ours}"))
-        });
+    {
+        return Box::new(env);
+    }
+    Box::new(
+        Targets::new()
+            .with_default(tracing::Level::WARN)
+            .with_target("butler_edge", level.as_tracing()),
+    )
+}
+
+pub fn init(level: LogLevel) {
     if stderr_is_journal() {
         match tracing_journald::layer() {
             Ok(journald) => {
@@ -30,7 +42,7 @@ pub fn init(level: LogLevel) {
                     .with_field_prefix(None)
                     .with_syslog_identifier("butler-edge".to_string());
                 let _ = tracing_subscriber::registry()
-                    .with(filter)
+                    .with(filter(level))
                     .with(journald)
                     .try_init();
                 return;
@@ -38,11 +50,13 @@ pub fn init(level: LogLevel) {
             Err(e) => eprintln!("butler-edge: cannot reach journald ({e}); logging to stderr"),
         }
     }
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = tracing_subscriber::registry()
+        .with(filter(level))
+        .with(stderr)
         .try_init();
 }
 
