@@ -523,3 +523,37 @@ fn a_stale_crl_is_warned_about_and_still_enforced() {
         200
     );
 }
+
+#[test]
+fn idempotency_keys_belong_to_the_caller_that_used_them() {
+    let s = setup();
+    let start = |who: &Issued, key: &str| {
+        let response = reqwest_client(s.tls(Some(who)))
+            .put(s.server.https_url(&format!("/v4/reloadtask/{A}/start")))
+            .header("Content-Type", "application/json")
+            .header("Idempotency-Key", key)
+            .body("[]")
+            .send()
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value = serde_json::from_str(&response.text().unwrap()).unwrap();
+        (status, body)
+    };
+    let (status, first) = start(&s.erp, "nightly-2026-12-01");
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(s.qrs.start_calls().len(), 1);
+    // The same caller retrying gets the stored answer; nothing starts again.
+    let (status, replayed) = start(&s.erp, "nightly-2026-12-01");
+    assert_eq!(status, 200, "{replayed}");
+    assert_eq!(replayed, first);
+    assert_eq!(s.qrs.start_calls().len(), 1);
+    // Another caller with the same key is a different request: its own start, its own
+    // session, not the first caller's answer.
+    let (status, other) = start(&s.ops, "nightly-2026-12-01");
+    assert_eq!(status, 200, "{other}");
+    assert_eq!(s.qrs.start_calls().len(), 2);
+    assert_ne!(
+        other["tasksId"]["started"][0]["executionSessionId"],
+        first["tasksId"]["started"][0]["executionSessionId"]
+    );
+}

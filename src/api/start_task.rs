@@ -59,15 +59,20 @@ pub async fn start(
     }
 
     let idempotency_key = idempotency_key(call.headers)?;
-    let _guard = match &idempotency_key {
-        Some(key) => Some(st.idempotency.lock(key).await),
+    // Each caller has its own keys: another client reusing a key neither replays this
+    // caller's answer (which would tell it what this caller started) nor is refused.
+    let stored_key = idempotency_key
+        .as_ref()
+        .map(|key| format!("{}:{}:{key}", access.name().len(), access.name()));
+    let _guard = match &stored_key {
+        Some(stored_key) => Some(st.idempotency.lock(stored_key).await),
         None => None,
     };
     let fingerprint = fingerprint(&call);
-    if let Some(key) = &idempotency_key {
+    if let (Some(key), Some(stored_key)) = (&idempotency_key, &stored_key) {
         let stored = st
             .idempotency
-            .get(key)
+            .get(stored_key)
             .map_err(|e| ApiError::internal(format!("cannot read Idempotency-Key answers: {e}")))?;
         if let Some(answer) = stored {
             if answer.fingerprint != fingerprint {
@@ -132,13 +137,13 @@ pub async fn start(
 
     let body = serde_json::to_vec(&report)
         .map_err(|e| ApiError::internal(format!("cannot encode the response: {e}")))?;
-    if let Some(key) = &idempotency_key {
+    if let (Some(key), Some(stored_key)) = (&idempotency_key, &stored_key) {
         let answer = Answer {
             fingerprint,
             status: 200,
             body: body.clone(),
         };
-        if let Err(e) = st.idempotency.put(key, answer).await {
+        if let Err(e) = st.idempotency.put(stored_key, answer).await {
             // The tasks have been started: the caller must still get the answer.
             tracing::error!(idempotency_key = %key, error = %e, "cannot store the Idempotency-Key answer");
         }

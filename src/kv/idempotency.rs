@@ -94,60 +94,68 @@ impl IdempotencyStore {
     /// Stores an answer durably (returns after the fsynced commit).
     pub async fn put(&self, key: &str, answer: Answer) -> Result<(), StoreError> {
         let db = self.store.database()?;
+        let store = self.store.clone();
         let key = key.to_string();
         let expires_at = now_ms().saturating_add(self.retention.as_millis() as u64);
-        tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
-            let txn = db.begin_write().map_err(db_err)?;
-            {
-                let mut answers = txn.open_table(ANSWERS).map_err(db_err)?;
-                let mut expiry = txn.open_table(EXPIRY).map_err(db_err)?;
-                let now = now_ms();
-                let due: Vec<(u64, String)> = expiry
-                    .range(..(now, ""))
-                    .map_err(db_err)?
-                    .take(PURGE_PER_WRITE)
-                    .filter_map(Result::ok)
-                    .map(|(k, _)| {
-                        let (at, key) = k.value();
-                        (at, key.to_string())
-                    })
-                    .collect();
-                for (at, old) in due {
-                    expiry.remove((at, old.as_str())).map_err(db_err)?;
-                    let still_due = answers
-                        .get(old.as_str())
-                        .map_err(db_err)?
-                        .is_some_and(|g| g.value().0 == at);
-                    if still_due {
-                        answers.remove(old.as_str()).map_err(db_err)?;
-                    }
-                }
-                let previous = answers
-                    .get(key.as_str())
-                    .map_err(db_err)?
-                    .map(|g| g.value().0);
-                if let Some(at) = previous {
-                    expiry.remove((at, key.as_str())).map_err(db_err)?;
-                }
-                answers
-                    .insert(
-                        key.as_str(),
-                        (
-                            expires_at,
-                            answer.fingerprint.as_slice(),
-                            answer.status,
-                            answer.body.as_slice(),
-                        ),
-                    )
-                    .map_err(db_err)?;
-                expiry
-                    .insert((expires_at, key.as_str()), ())
-                    .map_err(db_err)?;
-            }
-            txn.commit().map_err(db_err)?;
-            Ok(())
+        tokio::task::spawn_blocking(move || {
+            let outcome = store_answer(&db, &key, expires_at, &answer);
+            store.note_own_commit(&outcome);
+            outcome
         })
         .await
         .map_err(|e| StoreError::Db(format!("idempotency write task failed: {e}")))?
     }
+}
+
+/// One fsynced transaction: the answer, its expiry entry, and a few expired answers removed.
+fn store_answer(
+    db: &redb::Database,
+    key: &str,
+    expires_at: u64,
+    answer: &Answer,
+) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(db_err)?;
+    {
+        let mut answers = txn.open_table(ANSWERS).map_err(db_err)?;
+        let mut expiry = txn.open_table(EXPIRY).map_err(db_err)?;
+        let now = now_ms();
+        let due: Vec<(u64, String)> = expiry
+            .range(..(now, ""))
+            .map_err(db_err)?
+            .take(PURGE_PER_WRITE)
+            .filter_map(Result::ok)
+            .map(|(k, _)| {
+                let (at, key) = k.value();
+                (at, key.to_string())
+            })
+            .collect();
+        for (at, old) in due {
+            expiry.remove((at, old.as_str())).map_err(db_err)?;
+            let still_due = answers
+                .get(old.as_str())
+                .map_err(db_err)?
+                .is_some_and(|g| g.value().0 == at);
+            if still_due {
+                answers.remove(old.as_str()).map_err(db_err)?;
+            }
+        }
+        let previous = answers.get(key).map_err(db_err)?.map(|g| g.value().0);
+        if let Some(at) = previous {
+            expiry.remove((at, key)).map_err(db_err)?;
+        }
+        answers
+            .insert(
+                key,
+                (
+                    expires_at,
+                    answer.fingerprint.as_slice(),
+                    answer.status,
+                    answer.body.as_slice(),
+                ),
+            )
+            .map_err(db_err)?;
+        expiry.insert((expires_at, key), ()).map_err(db_err)?;
+    }
+    txn.commit().map_err(db_err)?;
+    Ok(())
 }

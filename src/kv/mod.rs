@@ -225,6 +225,17 @@ impl Store {
         self.inner.db.get()
     }
 
+    /// For modules that commit their own write transactions ([`idempotency`]): the same
+    /// bookkeeping the writer thread does after each commit, so that a full disk met there
+    /// is remembered and a handle redb disabled is reopened at once, not at the next
+    /// key-value write. Blocking (a reopen runs redb's recovery): call off the reactor.
+    pub(crate) fn note_own_commit(&self, outcome: &Result<(), StoreError>) {
+        match outcome {
+            Ok(()) => self.inner.db.committed(),
+            Err(e) => self.inner.db.after_failure(e),
+        }
+    }
+
     /// Applies write operations in one durable transaction (possibly shared with
     /// other callers' operations) and returns one outcome per operation, in order.
     /// `Ok` means the transaction was committed and fsynced.
