@@ -657,3 +657,110 @@ fn a_disk_filled_to_the_last_byte_refuses_writes_cleanly_and_loses_nothing() {
         started.elapsed()
     );
 }
+
+const TASK: &str = "aaaaaaaa-0000-4000-8000-000000000001";
+
+/// Starts the task with an Idempotency-Key: (status, body).
+fn start_with_key(port: u16, key: &str) -> (u16, Value) {
+    json_of(
+        client()
+            .put(format!(
+                "http://127.0.0.1:{port}/v4/reloadtask/{TASK}/start"
+            ))
+            .header("Content-Type", "application/json")
+            .header("Idempotency-Key", key)
+            .body("[]")
+            .send()
+            .expect("start answered"),
+    )
+}
+
+#[test]
+fn idempotent_starts_on_a_full_disk_start_nothing_they_cannot_answer_for() {
+    use support::fake_qrs::{FakeQrs, FakeTask};
+    use support::pki::{KeyKind, SenseCerts};
+    let Some(fs) = Tmpfs::mount("8m", "idempotent_starts_on_a_full_disk") else {
+        return;
+    };
+    let certs = SenseCerts::new(&["localhost"], KeyKind::EcP256Pkcs8);
+    let qrs = FakeQrs::start(
+        &certs.server,
+        &certs.ca,
+        vec![FakeTask::new(TASK, "Reload")],
+    );
+    let config = format!(
+        "{}  configQRS:
+    authentication: certificates
+    host: localhost
+    port: {}
+    useSSL: true
+    headers:
+      static:
+        - name: X-Qlik-User
+          value: UserDirectory=Internal;UserId=sa_repository
+    rejectUnauthorized: true
+  cert:
+    clientCert: {}
+    clientCertKey: {}
+    clientCertCA: {}
+ButlerEdge:
+  minFreeDiskBytes: 0
+",
+        KV_CONFIG.replace("{max_keys}", "1000").replacen(
+            "    keyValueStore: true\n",
+            "    keyValueStore: true\n    senseStartTask: true\n",
+            1
+        ),
+        qrs.port(),
+        certs.client.cert.display(),
+        certs.client.key.display(),
+        certs.root.display(),
+    );
+    let data = fs.path().join("data");
+    let server = Server::start_in(tempfile::tempdir().unwrap(), data, &config);
+    let port = server.port;
+    assert_eq!(put(port, "p", "kept", "before the disk filled").0, 201);
+
+    let filler = fs.path().join("filler");
+    fill(&filler, 0);
+    // Nothing has failed yet, so the start goes ahead; storing its answer then fails.
+    let (status, first) = start_with_key(port, "first");
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(qrs.start_calls().len(), 1);
+    server.wait_for_log("cannot store the Idempotency-Key answer", 1);
+    // That failed commit disabled redb's handle; it was reopened at once, so reads work
+    // without waiting for a key-value write to notice.
+    let (status, body) = get(port, "p", "kept");
+    assert_eq!(
+        status, 200,
+        "read after the failed idempotency commit: {body}"
+    );
+    assert_eq!(body["value"], "before the disk filled");
+    // Now the disk is known to be full: another idempotent start is refused before QRS
+    // is asked, rather than started with no stored answer to protect its retry.
+    let (status, refused) = start_with_key(port, "second");
+    assert_eq!(status, 507, "{refused}");
+    let message = refused["message"].as_str().unwrap_or_default();
+    assert!(message.contains("No task was started"), "{message}");
+    assert!(message.contains("Idempotency-Key"), "{message}");
+    assert_eq!(
+        qrs.start_calls().len(),
+        1,
+        "nothing started for the refused request"
+    );
+
+    // Space again: the refused request goes through, and its retry is a replay.
+    std::fs::remove_file(&filler).expect("remove filler");
+    let (status, second) = start_with_key(port, "second");
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(qrs.start_calls().len(), 2);
+    let (status, replayed) = start_with_key(port, "second");
+    assert_eq!(status, 200, "{replayed}");
+    assert_eq!(replayed, second);
+    assert_eq!(qrs.start_calls().len(), 2, "a replay starts nothing");
+    println!(
+        "full disk, Idempotency-Key: first start 200 (answer not stored), second 507 before \
+         QRS, after freeing space 200 and a replay; QRS saw {} starts",
+        qrs.start_calls().len()
+    );
+}

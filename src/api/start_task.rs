@@ -105,6 +105,28 @@ pub async fn start(
     {
         guard.check()?;
     }
+    // An Idempotency-Key promises that a retry starts nothing twice, which holds only if the
+    // answer can be stored: with the disk (nearly) full, refuse before starting anything.
+    if idempotency_key.is_some() {
+        let refused = |e: ApiError| {
+            ApiError::new(
+                e.status,
+                format!(
+                    "{} No task was started: the answer to this Idempotency-Key could not be kept.",
+                    e.message
+                ),
+            )
+        };
+        if let Some(guard) = &state.disk_guard {
+            guard.check().map_err(refused)?;
+        }
+        if st.idempotency.writes_blocked_by_full_disk() {
+            return Err(refused(ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "The last write to the database failed for lack of disk space.",
+            )));
+        }
+    }
     let report = st
         .starter
         .run(&request, policy, |items| store_key_values(store, items))

@@ -56,6 +56,12 @@ impl IdempotencyStore {
         })
     }
 
+    /// Whether the database refuses writes for lack of disk space (see
+    /// [`Store::writes_blocked_by_full_disk`]): an answer could not be stored now.
+    pub fn writes_blocked_by_full_disk(&self) -> bool {
+        self.store.writes_blocked_by_full_disk()
+    }
+
     /// Serialises requests using the same key; hold the guard until the answer is stored.
     pub async fn lock(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
         let lock = {
@@ -99,6 +105,8 @@ impl IdempotencyStore {
         let expires_at = now_ms().saturating_add(self.retention.as_millis() as u64);
         tokio::task::spawn_blocking(move || {
             let outcome = store_answer(&db, &key, expires_at, &answer);
+            // Released first: a reopen waits for every handle to the old database to go.
+            drop(db);
             store.note_own_commit(&outcome);
             outcome
         })

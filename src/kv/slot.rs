@@ -144,9 +144,13 @@ impl DbSlot {
         }
     }
 
-    /// Whether the last write failed for lack of space (and none has succeeded since).
+    /// Whether writes are refused for lack of space: the last one failed so (none has
+    /// succeeded since) and the file system still has less than [`NO_SPACE_RETRY_BYTES`]
+    /// free.
     pub fn out_of_space(&self) -> bool {
         self.out_of_space.load(Ordering::Acquire)
+            && crate::disk::available_bytes(self.path.parent().unwrap_or(&self.path))
+                .is_ok_and(|free| free < NO_SPACE_RETRY_BYTES)
     }
 
     /// A commit went through: the disk has room again.

@@ -247,6 +247,7 @@ fn commit_batch(
     let mut txn = db.begin_write().map_err(db_err)?;
     txn.set_durability(Durability::Immediate).map_err(db_err)?;
     let mut all = Vec::with_capacity(requests.len());
+    let mut purged;
     {
         let mut t = Tables {
             kv: txn.open_table(KV).map_err(db_err)?,
@@ -256,14 +257,13 @@ fn commit_batch(
         // Expired keys still count against their namespace's limit until removed;
         // removing what is due first keeps the limit check exact.
         let now = now_ms();
-        let purged = purge_expired(&mut t, now)?;
-        stats.expired_removed.fetch_add(purged, Ordering::Relaxed);
+        purged = purge_expired(&mut t, now)?;
         for (ops, _) in requests {
             let mut outcomes = Vec::with_capacity(ops.len());
             for op in ops {
                 let outcome = apply(&mut t, op, max_keys, now)?;
                 if let WriteOutcome::Purged(n) = outcome {
-                    stats.expired_removed.fetch_add(n, Ordering::Relaxed);
+                    purged += n;
                 }
                 outcomes.push(outcome);
             }
@@ -271,6 +271,9 @@ fn commit_batch(
         }
     }
     txn.commit().map_err(db_err)?;
+    // Counted once committed: a failed commit removed nothing, and /metrics must not run
+    // ahead of what a read sees.
+    stats.expired_removed.fetch_add(purged, Ordering::Relaxed);
     slot.committed();
     Ok(all)
 }
