@@ -39,7 +39,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use support::fake_qrs::{FakeQrs, FakeTask, FaultKind};
+use support::fake_qrs::{FakeQrs, FakeTask, FaultKind, butler_qrs_yaml};
 use support::pki::{Ca, KeyKind};
 use tokio::net::TcpStream;
 
@@ -654,25 +654,13 @@ fn butler_edge_config(f: &Fixtures, port: u16, scheme: Scheme) -> String {
   keyValueStore:
     enable: true
     maxKeysPerNamespace: 4294967295
-  configQRS:
-    authentication: certificates
-    host: localhost
-    useSSL: true
-    port: {qrs_port}
-    headers:
-      static:
-        - name: X-Qlik-User
-          value: UserDirectory=Internal;UserId=sa_repository
-    rejectUnauthorized: true
-  cert:
-    clientCert: {qrs_cert}
-    clientCertKey: {qrs_key}
-    clientCertCA: {qrs_root}
-{edge}",
-        qrs_port = f.qrs.port(),
-        qrs_cert = f.qrs_client.cert.display(),
-        qrs_key = f.qrs_client.key.display(),
-        qrs_root = f.qrs_root.display(),
+{qrs}{edge}",
+        qrs = butler_qrs_yaml(
+            f.qrs.port(),
+            &f.qrs_client.cert,
+            &f.qrs_client.key,
+            &f.qrs_root
+        ),
     )
 }
 

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use support::fake_qrs::{FakeQrs, FakeTask};
+use support::fake_qrs::{FakeQrs, FakeTask, butler_qrs_yaml};
 use support::pki::{Ca, CertSpec, Issued, KeyKind, SenseCerts, Validity};
 use support::server::Server;
 use support::tls_client::{Conn, Versions, client_config, reqwest_client, try_get};
@@ -69,21 +69,7 @@ Butler:
     senseStartTask: true
   keyValueStore:
     enable: true
-  configQRS:
-    authentication: certificates
-    host: localhost
-    useSSL: true
-    port: {qrs_port}
-    headers:
-      static:
-        - name: X-Qlik-User
-          value: UserDirectory=Internal;UserId=sa_repository
-    rejectUnauthorized: true
-  cert:
-    clientCert: {cert}
-    clientCertKey: {key}
-    clientCertCA: {root}
-ButlerEdge:
+{qrs}ButlerEdge:
   qrs:
     connectTimeoutMs: 2000
     requestTimeoutMs: 5000
@@ -92,9 +78,7 @@ ButlerEdge:
     ca: [{{dir}}/callers-ca.pem]
     crl: {{dir}}/callers-crl.pem
 {clients}",
-        cert = sense.client.cert.display(),
-        key = sense.client.key.display(),
-        root = sense.root.display(),
+        qrs = butler_qrs_yaml(qrs_port, &sense.client.cert, &sense.client.key, &sense.root),
         clients = CLIENTS.replace("{reader_endpoints}", reader_endpoints),
     )
 }

@@ -677,7 +677,7 @@ fn start_with_key(port: u16, key: &str) -> (u16, Value) {
 
 #[test]
 fn idempotent_starts_on_a_full_disk_start_nothing_they_cannot_answer_for() {
-    use support::fake_qrs::{FakeQrs, FakeTask};
+    use support::fake_qrs::{FakeQrs, FakeTask, butler_qrs_yaml};
     use support::pki::{KeyKind, SenseCerts};
     let Some(fs) = Tmpfs::mount("8m", "idempotent_starts_on_a_full_disk") else {
         return;
@@ -689,32 +689,18 @@ fn idempotent_starts_on_a_full_disk_start_nothing_they_cannot_answer_for() {
         vec![FakeTask::new(TASK, "Reload")],
     );
     let config = format!(
-        "{}  configQRS:
-    authentication: certificates
-    host: localhost
-    port: {}
-    useSSL: true
-    headers:
-      static:
-        - name: X-Qlik-User
-          value: UserDirectory=Internal;UserId=sa_repository
-    rejectUnauthorized: true
-  cert:
-    clientCert: {}
-    clientCertKey: {}
-    clientCertCA: {}
-ButlerEdge:
-  minFreeDiskBytes: 0
-",
+        "{}{}ButlerEdge:\n  minFreeDiskBytes: 0\n",
         KV_CONFIG.replace("{max_keys}", "1000").replacen(
             "    keyValueStore: true\n",
             "    keyValueStore: true\n    senseStartTask: true\n",
             1
         ),
-        qrs.port(),
-        certs.client.cert.display(),
-        certs.client.key.display(),
-        certs.root.display(),
+        butler_qrs_yaml(
+            qrs.port(),
+            &certs.client.cert,
+            &certs.client.key,
+            &certs.root
+        ),
     );
     let data = fs.path().join("data");
     let server = Server::start_in(tempfile::tempdir().unwrap(), data, &config);

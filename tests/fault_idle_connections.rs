@@ -31,19 +31,6 @@ fn open_files_limit(pid: u32) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn metric(port: u16, name: &str) -> u64 {
-    let response = raw::exchange(
-        port,
-        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .expect("metrics answered");
-    let text = String::from_utf8_lossy(&response.body).into_owned();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
-}
-
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
@@ -132,7 +119,7 @@ fn ten_thousand_idle_connections_are_cut_off_and_a_new_caller_gets_in_promptly()
         new_caller_wait < Duration::from_secs(5),
         "new caller waited {new_caller_wait:?}"
     );
-    let evicted = metric(server.port, "butler_edge_http_connections_evicted_total");
+    let evicted = raw::metric(server.port, "butler_edge_http_connections_evicted_total");
     println!("idle connections evicted to make room: {evicted}");
     if all_taken {
         assert!(

@@ -19,7 +19,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, StreamOwned};
 use support::pki::Ca;
 use support::raw;
-use support::server::{KV_CONFIG, Server};
+use support::server::{KV_CONFIG, Server, TLS_CONFIG};
 use support::tls_client::{Versions, client_config};
 
 const IDLE: Duration = Duration::from_millis(1500);
@@ -43,19 +43,6 @@ fn limits(extra: &str) -> String {
         "{KV_CONFIG}ButlerEdge:\n  endpointsEnable:\n    metrics: true\n  limits:\n    idleTimeoutMs: {}\n{extra}",
         IDLE.as_millis()
     )
-}
-
-fn metric(port: u16, name: &str) -> u64 {
-    let response = raw::exchange(
-        port,
-        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .expect("metrics answered");
-    let text = String::from_utf8_lossy(&response.body).into_owned();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
 }
 
 fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
@@ -260,30 +247,12 @@ fn an_h2c_connection_that_only_sent_its_preface_is_closed_after_the_idle_timeout
         assert_closed_by_idle_timeout(what, &seen, answer_pings);
     }
     assert!(
-        metric(
+        raw::metric(
             server.port,
             "butler_edge_http_connections_idle_closed_total"
         ) >= 2
     );
 }
-
-const TLS_CONFIG: &str = "\
-Butler:
-  logLevel: info
-  restServerConfig:
-    enable: true
-    serverHost: 127.0.0.1
-    serverPort: {port}
-    tls:
-      enable: true
-      cert: {dir}/server.pem
-      key: {dir}/server_key.pem
-  restServerEndpointsEnable:
-    butlerping: true
-    keyValueStore: true
-  keyValueStore:
-    enable: true
-";
 
 fn tls_h2(port: u16, ca: &Ca) -> StreamOwned<ClientConnection, TcpStream> {
     let config = client_config(&ca.cert_pem, None, &[b"h2"], Versions::Both);
@@ -454,7 +423,7 @@ fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout_but_one_in_fli
     let second = second.expect("the connection was closed after its request");
     assert_eq!(second.status, 200);
     assert!(String::from_utf8_lossy(&second.body).contains("trickled"));
-    assert!(metric(port, "butler_edge_http_connections_idle_closed_total") >= 1);
+    assert!(raw::metric(port, "butler_edge_http_connections_idle_closed_total") >= 1);
 }
 
 /// Sends a POST head with `Expect: 100-continue` and waits for the 100: from then on the
@@ -574,5 +543,5 @@ fn at_the_limit_the_connection_idle_longest_makes_room_for_a_newcomer() {
             "connection {i} (not the oldest) was closed"
         );
     }
-    assert!(metric(port, "butler_edge_http_connections_evicted_total") >= 1);
+    assert!(raw::metric(port, "butler_edge_http_connections_evicted_total") >= 1);
 }

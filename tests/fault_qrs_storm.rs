@@ -18,8 +18,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::fake_qrs::{FakeQrs, FakeTask, FaultKind};
+use support::fake_qrs::{FakeQrs, FakeTask, FaultKind, butler_qrs_yaml};
 use support::pki::{Ca, KeyKind, SenseCerts};
+use support::raw;
 use support::server::{Server, json_of};
 
 const TASK: &str = "aaaaaaaa-0000-4000-8000-000000000001";
@@ -38,21 +39,7 @@ Butler:
     serverPort: {{port}}
   restServerEndpointsEnable:
     senseStartTask: true
-  configQRS:
-    authentication: certificates
-    host: localhost
-    useSSL: true
-    port: {qrs_port}
-    headers:
-      static:
-        - name: X-Qlik-User
-          value: UserDirectory=Internal;UserId=sa_repository
-    rejectUnauthorized: true
-  cert:
-    clientCert: {cert}
-    clientCertKey: {key}
-    clientCertCA: {ca}
-ButlerEdge:
+{qrs}ButlerEdge:
   qrs:
     connectTimeoutMs: {CONNECT_TIMEOUT_MS}
     requestTimeoutMs: {REQUEST_TIMEOUT_MS}
@@ -60,9 +47,7 @@ ButlerEdge:
   endpointsEnable:
     metrics: true
 ",
-        cert = certs.client.cert.display(),
-        key = certs.client.key.display(),
-        ca = certs.root.display(),
+        qrs = butler_qrs_yaml(qrs_port, &certs.client.cert, &certs.client.key, &certs.root),
     )
 }
 
@@ -148,7 +133,7 @@ fn every_start_is_answered_in_time_through_a_qrs_fault_storm() {
     assert_eq!(start_once(&http, port).map(|r| r.1), Ok("started"));
     let baseline_fds = open_fds(server.pid());
     let baseline_qrs = connections_to(qrs.port());
-    let baseline_tasks = alive_tasks(&http, port);
+    let baseline_tasks = raw::metric(port, "butler_edge_runtime_alive_tasks") as usize;
 
     let stop = Arc::new(AtomicBool::new(false));
     let callers: Vec<_> = (0..16)
@@ -264,7 +249,7 @@ fn every_start_is_answered_in_time_through_a_qrs_fault_storm() {
     std::thread::sleep(Duration::from_millis(500));
     let after_fds = open_fds(server.pid());
     let after_qrs = connections_to(qrs.port());
-    let after_tasks = alive_tasks(&http, port);
+    let after_tasks = raw::metric(port, "butler_edge_runtime_alive_tasks") as usize;
     let bound = Duration::from_millis(2 * REQUEST_TIMEOUT_MS + 2 * CONNECT_TIMEOUT_MS)
         + Duration::from_millis(1500);
     println!(
@@ -304,17 +289,4 @@ fn every_start_is_answered_in_time_through_a_qrs_fault_storm() {
         "runtime tasks leak: {after_tasks} alive after the storm ({after_qrs} QRS connections), \
          {baseline_tasks} before ({baseline_qrs} QRS connections)"
     );
-}
-
-/// `butler_edge_runtime_alive_tasks` from `/metrics`.
-fn alive_tasks(http: &reqwest::blocking::Client, port: u16) -> usize {
-    let text = http
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .and_then(|r| r.text())
-        .expect("GET /metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix("butler_edge_runtime_alive_tasks "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no butler_edge_runtime_alive_tasks in /metrics:\n{text}"))
 }

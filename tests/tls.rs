@@ -12,27 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::pki::{Ca, CertSpec, Validity};
-use support::server::{BIN, Server, run_cli};
+use support::server::{BIN, Server, TLS_CONFIG, run_cli};
 use support::tls_client::{Conn, Versions, client_config, reqwest_client, try_get};
-
-const TLS_CONFIG: &str = "\
-Butler:
-  logLevel: debug
-  restServerConfig:
-    enable: true
-    serverHost: 127.0.0.1
-    serverPort: {port}
-    tls:
-      enable: true
-      cert: {dir}/server.pem
-      key: {dir}/server_key.pem
-  restServerEndpointsEnable:
-    apiListEnabledEndpoints: true
-    butlerping: true
-    keyValueStore: true
-  keyValueStore:
-    enable: true
-";
 
 /// A server CA and a running HTTPS server whose certificate it issued.
 fn start_tls() -> (Ca, Server) {

@@ -49,6 +49,37 @@ use super::pki::{Ca, Issued};
 
 pub const ZERO_GUID: &str = "00000000-0000-0000-0000-000000000000";
 
+/// The `Butler.configQRS` and `Butler.cert` sections (indented to sit under `Butler:`) that
+/// point butler-edge at a fake QRS on `port` with Sense-style certificate files, as a Sense
+/// admin would write them (certificates, the service account header, verification on).
+pub fn butler_qrs_yaml(
+    port: u16,
+    client_cert: &std::path::Path,
+    client_key: &std::path::Path,
+    root: &std::path::Path,
+) -> String {
+    format!(
+        "  configQRS:
+    authentication: certificates
+    host: localhost
+    useSSL: true
+    port: {port}
+    headers:
+      static:
+        - name: X-Qlik-User
+          value: UserDirectory=Internal;UserId=sa_repository
+    rejectUnauthorized: true
+  cert:
+    clientCert: {}
+    clientCertKey: {}
+    clientCertCA: {}
+",
+        client_cert.display(),
+        client_key.display(),
+        root.display()
+    )
+}
+
 /// QRS execution status codes (ExecutionResult.status).
 pub mod status {
     pub const STARTED: i64 = 2;

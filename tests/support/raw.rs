@@ -249,3 +249,18 @@ impl Monitor {
         }
     }
 }
+
+/// One unlabelled sample from `GET /metrics` (the endpoint must be enabled); panics with the
+/// whole text when it is missing.
+pub fn metric(port: u16, name: &str) -> u64 {
+    let response = exchange(
+        port,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .expect("metrics answered");
+    let text = String::from_utf8_lossy(&response.body).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}

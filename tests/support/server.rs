@@ -26,6 +26,27 @@ Butler:
     maxKeysPerNamespace: {max_keys}
 ";
 
+/// HTTPS with the key-value store on; `{port}` and `{dir}` (the server's config directory,
+/// where a test writes `server.pem` and `server_key.pem`) are filled in.
+pub const TLS_CONFIG: &str = "\
+Butler:
+  logLevel: debug
+  restServerConfig:
+    enable: true
+    serverHost: 127.0.0.1
+    serverPort: {port}
+    tls:
+      enable: true
+      cert: {dir}/server.pem
+      key: {dir}/server_key.pem
+  restServerEndpointsEnable:
+    apiListEnabledEndpoints: true
+    butlerping: true
+    keyValueStore: true
+  keyValueStore:
+    enable: true
+";
+
 /// A port that was free a moment ago.
 /// `--user root` when the tests run as root: butler-edge refuses to serve as root outside
 /// systemd unless a user is named (tests/appliance.rs covers that refusal).
