@@ -729,6 +729,7 @@ fn idempotent_starts_on_a_full_disk_start_nothing_they_cannot_answer_for() {
     let message = refused["message"].as_str().unwrap_or_default();
     assert!(message.contains("No task was started"), "{message}");
     assert!(message.contains("Idempotency-Key"), "{message}");
+    assert!(message.contains("free space"), "{message}");
     assert_eq!(
         qrs.start_calls().len(),
         1,

@@ -121,9 +121,13 @@ pub async fn start(
             guard.check().map_err(refused)?;
         }
         if st.idempotency.writes_blocked_by_full_disk() {
+            let dir = st.idempotency.data_dir().display().to_string();
             return Err(refused(ApiError::new(
                 StatusCode::INSUFFICIENT_STORAGE,
-                "The last write to the database failed for lack of disk space.",
+                format!(
+                    "The last write to the database failed for lack of disk space: free space on \
+                     the file system of {dir}, then retry."
+                ),
             )));
         }
     }

@@ -62,6 +62,12 @@ impl IdempotencyStore {
         self.store.writes_blocked_by_full_disk()
     }
 
+    /// The directory holding the database, for messages.
+    pub fn data_dir(&self) -> &std::path::Path {
+        let path = self.store.path();
+        path.parent().unwrap_or(path)
+    }
+
     /// Serialises requests using the same key; hold the guard until the answer is stored.
     pub async fn lock(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
         let lock = {
