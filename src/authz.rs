@@ -4,8 +4,9 @@
 //! TLS layer already verified (trusted CA, in its validity window, not revoked). This module
 //! decides what that caller may do: it finds the caller's entry in `clients` (by subject
 //! common name, DNS SAN or URI SAN), and checks each request against the entry's endpoint
-//! groups, key-value namespaces and start-task allow-list. A refusal is a 403 in Butler's
-//! shape naming the caller and what was refused.
+//! groups, key-value namespaces and start-task allow-list. A refusal is a [`Denied`] naming the
+//! caller and what was refused; the HTTP edge (`http::error`) answers it with a 403 in Butler's
+//! shape. Nothing here knows HTTP: the router describes the refused request in words.
 //!
 //! The identity is fixed per connection ([`Caller`], from the handshake); the policy it is
 //! looked up in is the current one, so a `SIGHUP` that narrows a client's rights applies to
@@ -14,11 +15,141 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use http::StatusCode;
-
-use crate::http::error::ApiError;
-use crate::http::router::EndpointGroup;
 use crate::tasks::StartTaskPolicy;
+
+/// Declares [`EndpointGroup`] with its config name and whether it changes anything, so that
+/// [`EndpointGroup::ALL`], the names client permissions are validated against and the access
+/// log's level come from one list the compiler keeps complete.
+macro_rules! endpoint_groups {
+    ($( $(#[$doc:meta])* $variant:ident => $name:literal, mutates: $mutates:literal; )*) => {
+        /// Endpoint groups: the unit in which endpoints are enabled (and, with client
+        /// certificates, permitted). A client entry's `endpoints` lists these names.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum EndpointGroup {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl EndpointGroup {
+            /// Every group, in declaration order (config validation lists them).
+            pub const ALL: &'static [EndpointGroup] = &[$(EndpointGroup::$variant),*];
+
+            /// The name used in `ButlerEdge.clientAuth.clients[].endpoints` and in messages.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(EndpointGroup::$variant => $name,)*
+                }
+            }
+
+            /// Whether requests of this group change something (store writes, task starts):
+            /// those are logged at info level.
+            pub fn mutates(self) -> bool {
+                match self {
+                    $(EndpointGroup::$variant => $mutates,)*
+                }
+            }
+        }
+    };
+}
+
+endpoint_groups! {
+    /// `GET /v4/butlerping`.
+    Ping => "ping", mutates: false;
+    /// `GET /v4/configfile/endpointsenabled`.
+    EndpointsEnabled => "endpointsEnabled", mutates: false;
+    /// Key-value reads and listings.
+    KvRead => "kvRead", mutates: false;
+    /// Key-value creates and deletes (and start-task's key-value items).
+    KvWrite => "kvWrite", mutates: true;
+    /// `PUT|POST /v4/reloadtask/{id}/start`.
+    StartTask => "startTask", mutates: true;
+    /// `GET /health` (`ButlerEdge.endpointsEnable.health`).
+    Health => "health", mutates: false;
+    /// `GET /metrics` (`ButlerEdge.endpointsEnable.metrics`).
+    Metrics => "metrics", mutates: false;
+}
+
+/// A request this caller may not make. `Display` is the message the caller reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// A listed client asked for an endpoint group not in its `endpoints`.
+    Group {
+        client: String,
+        group: EndpointGroup,
+        /// The refused request, as the router describes it (`POST /v4/keyvalues/a`).
+        request: String,
+        allowed: Vec<&'static str>,
+    },
+    /// A certificate no `clients` entry names asked for an endpoint group.
+    UnlistedGroup {
+        label: String,
+        group: EndpointGroup,
+        request: String,
+    },
+    /// A listed client asked for a namespace outside its `namespaces`.
+    Namespace {
+        client: String,
+        namespace: String,
+        allowed: Vec<String>,
+    },
+    /// A certificate no `clients` entry names asked for a namespace.
+    UnlistedNamespace { label: String, namespace: String },
+}
+
+impl std::fmt::Display for Denied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |items: &[String], none: &str| {
+            if items.is_empty() {
+                none.to_string()
+            } else {
+                items.join(", ")
+            }
+        };
+        match self {
+            Denied::Group {
+                client,
+                group,
+                request,
+                allowed,
+            } => {
+                let allowed: Vec<String> = allowed.iter().map(|g| g.to_string()).collect();
+                write!(
+                    f,
+                    "Client {client:?} is not permitted to use {} (refused: {request}); it may \
+                     use: {}",
+                    group.name(),
+                    list(&allowed, "nothing")
+                )
+            }
+            Denied::UnlistedGroup {
+                label,
+                group,
+                request,
+            } => write!(
+                f,
+                "Client certificate {label} is not listed in ButlerEdge.clientAuth.clients, so it \
+                 may not use {} (refused: {request})",
+                group.name()
+            ),
+            Denied::Namespace {
+                client,
+                namespace,
+                allowed,
+            } => write!(
+                f,
+                "Client {client:?} is not permitted to use key-value namespace {namespace:?}; it \
+                 may use: {}",
+                list(allowed, "none")
+            ),
+            Denied::UnlistedNamespace { label, namespace } => write!(
+                f,
+                "Client certificate {label} is not listed in ButlerEdge.clientAuth.clients, so it \
+                 may not use key-value namespace {namespace:?}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Denied {}
 
 /// What a verified client certificate says about its holder.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -201,63 +332,43 @@ impl Access {
         }
     }
 
-    /// Whether this caller may use an endpoint group at all.
-    pub fn check_group(
-        &self,
-        group: EndpointGroup,
-        method: &http::Method,
-        path: &str,
-    ) -> Result<(), ApiError> {
+    /// Whether this caller may use an endpoint group at all. `request` names the refused
+    /// request in the message (`POST /v4/keyvalues/a`).
+    pub fn check_group(&self, group: EndpointGroup, request: &str) -> Result<(), Denied> {
         match self {
             Access::Open => Ok(()),
             Access::Client(rule) if rule.endpoints.contains(group.name()) => Ok(()),
-            Access::Client(rule) => Err(forbidden(format!(
-                "Client {:?} is not permitted to use {} (refused: {method} {path}); it may use: {}",
-                rule.name,
-                group.name(),
-                if rule.endpoints.is_empty() {
-                    "nothing".to_string()
-                } else {
-                    rule.endpoints
-                        .iter()
-                        .copied()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                }
-            ))),
-            Access::Unknown { label } => Err(forbidden(format!(
-                "Client certificate {label} is not listed in ButlerEdge.clientAuth.clients, \
-                 so it may not use {} (refused: {method} {path})",
-                group.name()
-            ))),
+            Access::Client(rule) => Err(Denied::Group {
+                client: rule.name.clone(),
+                group,
+                request: request.to_string(),
+                allowed: rule.endpoints.iter().copied().collect(),
+            }),
+            Access::Unknown { label } => Err(Denied::UnlistedGroup {
+                label: label.clone(),
+                group,
+                request: request.to_string(),
+            }),
         }
     }
 
     /// Whether this caller may use a key-value namespace.
-    pub fn check_namespace(&self, namespace: &str) -> Result<(), ApiError> {
+    pub fn check_namespace(&self, namespace: &str) -> Result<(), Denied> {
         match self {
-            Access::Client(rule) if !self.allows_namespace(namespace) => {
-                let allowed = rule
+            Access::Client(rule) if !self.allows_namespace(namespace) => Err(Denied::Namespace {
+                client: rule.name.clone(),
+                namespace: namespace.to_string(),
+                allowed: rule
                     .namespaces
                     .iter()
                     .flatten()
                     .map(NamespacePattern::display)
-                    .collect::<Vec<_>>();
-                Err(forbidden(format!(
-                    "Client {:?} is not permitted to use key-value namespace {namespace:?}; \
-                     it may use: {}",
-                    rule.name,
-                    if allowed.is_empty() {
-                        "none".to_string()
-                    } else {
-                        allowed.join(", ")
-                    }
-                )))
-            }
-            Access::Unknown { label } => Err(forbidden(format!(
-                "Client certificate {label} is not listed in ButlerEdge.clientAuth.clients, \
-                 so it may not use key-value namespace {namespace:?}"
-            ))),
+                    .collect(),
+            }),
+            Access::Unknown { label } => Err(Denied::UnlistedNamespace {
+                label: label.clone(),
+                namespace: namespace.to_string(),
+            }),
             _ => Ok(()),
         }
     }
@@ -316,10 +427,6 @@ fn intersect<T: Clone + Eq + std::hash::Hash>(
     }
 }
 
-fn forbidden(message: String) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, message)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,10 +449,9 @@ mod tests {
         assert!(access.allows_namespace("etl-"));
         assert!(access.allows_namespace("etl-daily"));
         assert!(!access.allows_namespace("xetl-daily"));
-        let e = access.check_namespace("HR").unwrap_err();
-        assert_eq!(e.status, StatusCode::FORBIDDEN);
-        assert!(e.message.contains("\"etl\""), "{}", e.message);
-        assert!(e.message.contains("\"HR\""), "{}", e.message);
+        let e = access.check_namespace("HR").unwrap_err().to_string();
+        assert!(e.contains("\"etl\""), "{e}");
+        assert!(e.contains("\"HR\""), "{e}");
         assert!(rule(&["kvRead"], None).allows_namespace("anything"));
     }
 
@@ -354,18 +460,14 @@ mod tests {
         let access = rule(&["kvRead", "ping"], None);
         assert!(
             access
-                .check_group(EndpointGroup::KvRead, &http::Method::GET, "/v4/keylist/a")
+                .check_group(EndpointGroup::KvRead, "GET /v4/keylist/a")
                 .is_ok()
         );
         let e = access
-            .check_group(
-                EndpointGroup::KvWrite,
-                &http::Method::POST,
-                "/v4/keyvalues/a",
-            )
+            .check_group(EndpointGroup::KvWrite, "POST /v4/keyvalues/a")
             .unwrap_err();
         assert_eq!(
-            e.message,
+            e.to_string(),
             "Client \"etl\" is not permitted to use kvWrite (refused: POST /v4/keyvalues/a); \
              it may use: kvRead, ping"
         );

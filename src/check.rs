@@ -2,44 +2,10 @@
 //! can check before restarting the service.
 
 use std::fmt::Write;
-use std::path::PathBuf;
 
 use crate::config::Config;
 use crate::pki::read_cert_summaries;
-
-/// Certificate files the config names, with what they are for.
-pub fn certificate_files(config: &Config) -> Vec<(&'static str, PathBuf)> {
-    let mut files = Vec::new();
-    let tls = &config.rest.tls;
-    if config.rest.enable && tls.enable {
-        files.push((
-            "HTTPS server, Butler.restServerConfig.tls.cert",
-            tls.cert.clone(),
-        ));
-        if let Some(ca) = &tls.ca {
-            files.push(("HTTPS chain, Butler.restServerConfig.tls.ca", ca.clone()));
-        }
-        if config.client_auth.enable {
-            for ca in &config.client_auth.ca {
-                files.push(("caller CA, ButlerEdge.clientAuth.ca", ca.clone()));
-            }
-        }
-    }
-    let st = &config.start_task;
-    if st.enabled && st.not_set_up.is_none() && st.qrs.use_ssl {
-        files.push((
-            "QRS client, Butler.cert.clientCert",
-            st.qrs.client_cert.clone(),
-        ));
-        if st.qrs.reject_unauthorized {
-            files.push((
-                "QRS root CA, Butler.cert.clientCertCA",
-                st.qrs.root_ca.clone(),
-            ));
-        }
-    }
-    files
-}
+use crate::security::inventory::{CertificateFile, certificate_files};
 
 pub fn report(config: &Config) -> String {
     let mut out = String::new();
@@ -57,7 +23,7 @@ pub fn report(config: &Config) -> String {
         );
         if config.rest.tls.enable {
             // The same checks start-up and SIGHUP make: files readable, PEM, key matching.
-            match crate::http::tls::server_config(&config.rest.tls, &config.client_auth) {
+            match crate::security::tls::server_config(&config.rest.tls, &config.client_auth) {
                 Ok(_) => {
                     let _ = writeln!(
                         out,
@@ -205,7 +171,11 @@ pub fn report(config: &Config) -> String {
             }
         );
     }
-    for (what, path) in certificate_files(config) {
+    for CertificateFile {
+        purpose: what,
+        path,
+    } in certificate_files(config)
+    {
         match read_cert_summaries(&path) {
             Ok(certs) => {
                 for cert in certs {

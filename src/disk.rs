@@ -22,10 +22,6 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use http::StatusCode;
-
-use crate::http::error::ApiError;
-
 pub struct DiskGuard {
     dir: File,
     path: PathBuf,
@@ -56,9 +52,9 @@ impl DiskGuard {
         self.min_free_bytes
     }
 
-    /// Ok while there is room for a write; otherwise a 507 for the caller.
-    pub fn check(&self) -> Result<(), ApiError> {
-        let free = self.free_bytes().map_err(ApiError::internal)?;
+    /// Ok while there is room for a write; otherwise why not, for the caller.
+    pub fn check(&self) -> Result<(), DiskError> {
+        let free = self.free_bytes().map_err(DiskError::Unmeasurable)?;
         if free < self.min_free_bytes {
             tracing::warn!(
                 free_bytes = free,
@@ -66,21 +62,39 @@ impl DiskGuard {
                 data_dir = %self.path.display(),
                 "key-value write refused: disk almost full"
             );
-            return Err(ApiError::new(
-                StatusCode::INSUFFICIENT_STORAGE,
-                format!(
-                    "Not enough free disk space to store the value: {} has {free} bytes free, \
-                     below the {} bytes kept free (ButlerEdge.minFreeDiskBytes). \
-                     Reads and deletes still work; free disk space on that file system to store \
-                     values again (deleted keys make room inside the database file, not on the \
-                     disk)",
-                    self.path.display(),
-                    self.min_free_bytes
-                ),
-            ));
+            return Err(DiskError::Low(DiskLow {
+                dir: self.path.clone(),
+                free_bytes: free,
+                min_free_bytes: self.min_free_bytes,
+            }));
         }
         Ok(())
     }
+}
+
+/// The data directory's file system has less free space than the guard keeps.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "Not enough free disk space to store the value: {} has {free_bytes} bytes free, below the \
+     {min_free_bytes} bytes kept free (ButlerEdge.minFreeDiskBytes). Reads and deletes still \
+     work; free disk space on that file system to store values again (deleted keys make room \
+     inside the database file, not on the disk)",
+    dir.display()
+)]
+pub struct DiskLow {
+    pub dir: PathBuf,
+    pub free_bytes: u64,
+    pub min_free_bytes: u64,
+}
+
+/// Why the guard refused a write.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DiskError {
+    #[error(transparent)]
+    Low(#[from] DiskLow),
+    /// `fstatvfs` failed: the guard cannot tell, so it does not let the write through.
+    #[error("{0}")]
+    Unmeasurable(String),
 }
 
 /// Bytes available to an unprivileged writer on the file system holding `path`, for the

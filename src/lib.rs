@@ -5,8 +5,10 @@
 //! endpoint group) → `kv` (durable store). Configuration is parsed once by `config`.
 
 pub mod api;
+pub mod app;
 pub mod authz;
 pub mod check;
+pub mod clock;
 pub mod config;
 pub mod disk;
 pub mod http;
@@ -18,7 +20,5 @@ pub mod pki;
 pub mod privileges;
 pub mod qrs;
 pub mod security;
-pub mod service;
-pub mod state;
 pub mod systemd;
 pub mod tasks;

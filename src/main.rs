@@ -5,8 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use butler_edge::app::{self, StartupError};
 use butler_edge::config::Config;
-use butler_edge::{logging, privileges, service, systemd};
+use butler_edge::{logging, privileges, systemd};
 
 /// Exit status for an unusable configuration (as `check-config` promises).
 const EXIT_CONFIG: u8 = 2;
@@ -101,7 +102,7 @@ fn serve(
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    match runtime.block_on(service::run(config, data_dir, drop_to)) {
+    match runtime.block_on(start(config, data_dir, drop_to)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -109,6 +110,22 @@ fn serve(
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+/// Installs the signal handlers, prepares the service (TLS files, database), binds the
+/// listener, then runs the service with them.
+async fn start(
+    config: Config,
+    data_dir: PathBuf,
+    drop_to: Option<privileges::Target>,
+) -> Result<(), StartupError> {
+    let (shutdown, reloads) = app::signals::install().map_err(StartupError::Signals)?;
+    let rest = config.rest.clone();
+    let service = app::prepare(config, &data_dir).await?;
+    let listener = app::bind(&rest).await?;
+    service
+        .run(listener, drop_to.as_ref(), shutdown, reloads)
+        .await
 }
 
 fn check_config(file: &PathBuf) -> ExitCode {

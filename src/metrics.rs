@@ -1,18 +1,36 @@
-//! Request counters and latency histograms, rendered with the store's own counters in the
-//! Prometheus text format for `GET /metrics`.
+//! What `GET /metrics` reports, kept and rendered with the official Prometheus client
+//! (`prometheus-client`), in the Prometheus text format 0.0.4.
 //!
-//! A handful of label combinations (endpoint × status) is all an appliance ever sees, so a
-//! mutex-guarded map is simpler than a metrics crate and costs nothing next to a durable
-//! commit. Everything else (keys, commits, disk space, memory) is read when scraped.
+//! Two kinds of figures. Counted ones (requests by endpoint and status, their latency, tasks
+//! started and failed, QRS unreachable) live in the library's registry and are updated where
+//! they happen. Read-at-scrape ones (keys, commits, disk space, connection slots, memory,
+//! runtime tasks) are read from their owners when scraped, by one [`Scraped`] collector that
+//! is handed the handles it reads at start-up: nothing here reaches into the service's
+//! wiring, so this module sits below the HTTP layer that serves it.
+//!
+//! Metric names and labels are part of the API (dashboards and alerts use them): they are
+//! exactly those of the earlier hand-written renderer.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
-use crate::http::connections::ConnectionStats;
-use crate::state::AppState;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::disk::DiskGuard;
+use crate::kv::Store;
+
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// Upper bounds (seconds) of the latency histogram buckets: from a cached read (well under
 /// a millisecond) to a slow durable commit.
@@ -20,45 +38,124 @@ const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
-#[derive(Default, Clone)]
-struct Histogram {
-    /// Non-cumulative counts per bucket; the last slot is +Inf.
-    counts: [u64; BUCKETS.len() + 1],
-    sum: f64,
-    count: u64,
+/// Connection slots, evictions and idle closes, kept by the accept loop (`http::connections`)
+/// and read at scrape.
+#[derive(Debug, Default)]
+pub struct ConnectionStats {
+    /// Connections holding a slot now.
+    pub open: AtomicU64,
+    /// Newcomers waiting for a slot now.
+    pub queued: AtomicU64,
+    /// Idle connections closed to make room for a newcomer.
+    pub evicted: AtomicU64,
+    /// Connections closed by the idle timeout.
+    pub idle_closed: AtomicU64,
 }
 
-pub struct Metrics {
-    started: Instant,
-    started_unix: f64,
-    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
-    latency: Mutex<BTreeMap<&'static str, Histogram>>,
-    /// Connection slots, evictions and idle closes, kept by the accept loop.
-    pub connections: Arc<ConnectionStats>,
-    tasks_started: AtomicU64,
-    tasks_failed: AtomicU64,
-    qrs_unreachable: AtomicU64,
+/// What the read-at-scrape figures are read from; `None` for a part that is not running.
+#[derive(Default)]
+pub struct Sources {
+    /// The key-value store, when the key-value API is served.
+    pub store: Option<Store>,
+    /// The free-disk guard, when it is on.
+    pub disk_guard: Option<Arc<DiskGuard>>,
+    /// Whether start-task is served (its counters are reported only then).
+    pub start_task: bool,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics {
-            started: Instant::now(),
-            started_unix: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0),
-            requests: Mutex::new(BTreeMap::new()),
-            latency: Mutex::new(BTreeMap::new()),
-            connections: Arc::default(),
-            tasks_started: AtomicU64::new(0),
-            tasks_failed: AtomicU64::new(0),
-            qrs_unreachable: AtomicU64::new(0),
-        }
+/// An HTTP status code as a label value.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+struct Status(u16);
+
+impl EncodeLabelValue for Status {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        write!(encoder, "{}", self.0)
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    endpoint: &'static str,
+    status: Status,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+pub struct Metrics {
+    registry: Registry,
+    started: Instant,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+    tasks_started: Counter,
+    tasks_failed: Counter,
+    qrs_unreachable: Counter,
+    /// Connection slots, evictions and idle closes, kept by the accept loop.
+    pub connections: Arc<ConnectionStats>,
+}
+
 impl Metrics {
+    pub fn new(sources: Sources) -> Metrics {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        // The library adds the `_total` suffix of counters and the final period of help texts.
+        registry.register(
+            "butler_edge_http_requests",
+            "HTTP requests answered, by endpoint and status code",
+            requests.clone(),
+        );
+        let latency: Family<EndpointLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "butler_edge_http_request_duration_seconds",
+            "Time from request head to response, by endpoint",
+            latency.clone(),
+        );
+        let (tasks_started, tasks_failed, qrs_unreachable) = Default::default();
+        if sources.start_task {
+            registry.register(
+                "butler_edge_tasks_started",
+                "Reload tasks QRS confirmed started",
+                Counter::clone(&tasks_started),
+            );
+            registry.register(
+                "butler_edge_tasks_failed",
+                "Reload tasks QRS did not start (listed in `failed`)",
+                Counter::clone(&tasks_failed),
+            );
+            registry.register(
+                "butler_edge_qrs_unreachable",
+                "Start-task requests answered 502 because QRS could not be asked",
+                Counter::clone(&qrs_unreachable),
+            );
+        }
+        let started = Instant::now();
+        let connections = Arc::<ConnectionStats>::default();
+        registry.register_collector(Box::new(Scraped {
+            started,
+            started_unix: crate::clock::unix_secs_f64(),
+            connections: connections.clone(),
+            store: sources.store,
+            disk_guard: sources.disk_guard,
+        }));
+        Metrics {
+            registry,
+            started,
+            requests,
+            latency,
+            tasks_started,
+            tasks_failed,
+            qrs_unreachable,
+            connections,
+        }
+    }
+
     /// Seconds since the service started.
     pub fn uptime_seconds(&self) -> u64 {
         self.started.elapsed().as_secs()
@@ -66,324 +163,224 @@ impl Metrics {
 
     /// Counts the outcome of one start-task request: tasks QRS started, tasks it did not.
     pub fn tasks(&self, started: u64, failed: u64) {
-        self.tasks_started.fetch_add(started, Ordering::Relaxed);
-        self.tasks_failed.fetch_add(failed, Ordering::Relaxed);
+        self.tasks_started.inc_by(started);
+        self.tasks_failed.inc_by(failed);
     }
 
     /// Counts a start-task request answered 502 because QRS could not be asked.
     pub fn qrs_unreachable(&self) {
-        self.qrs_unreachable.fetch_add(1, Ordering::Relaxed);
+        self.qrs_unreachable.inc();
     }
 
     /// Counts one answered request.
     pub fn observe(&self, endpoint: &'static str, status: u16, seconds: f64) {
-        if let Ok(mut requests) = self.requests.lock() {
-            *requests.entry((endpoint, status)).or_insert(0) += 1;
-        }
-        if let Ok(mut latency) = self.latency.lock() {
-            let h = latency.entry(endpoint).or_default();
-            let slot = BUCKETS
-                .iter()
-                .position(|&le| seconds <= le)
-                .unwrap_or(BUCKETS.len());
-            h.counts[slot] += 1;
-            h.sum += seconds;
-            h.count += 1;
-        }
+        self.requests
+            .get_or_create(&RequestLabels {
+                endpoint,
+                status: Status(status),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&EndpointLabels { endpoint })
+            .observe(seconds);
     }
 
     /// The Prometheus text exposition (version 0.0.4) of everything we count.
-    pub fn render(&self, state: &AppState) -> String {
+    pub fn render(&self) -> String {
         let mut out = String::new();
-        let o = &mut out;
-        header(
-            o,
-            "butler_edge_build_info",
-            "gauge",
-            "Version of the running binary.",
-        );
-        line(
-            o,
-            "butler_edge_build_info",
-            &format!("version=\"{}\"", env!("CARGO_PKG_VERSION")),
-            1,
-        );
-        header(
-            o,
-            "butler_edge_start_time_seconds",
-            "gauge",
-            "Start time of the service, seconds since the Unix epoch.",
-        );
-        let _ = writeln!(o, "butler_edge_start_time_seconds {:.3}", self.started_unix);
-        header(
-            o,
-            "butler_edge_uptime_seconds",
-            "gauge",
-            "Seconds since the service started.",
-        );
-        line(o, "butler_edge_uptime_seconds", "", self.uptime_seconds());
-        if let Some(rss) = resident_bytes() {
-            header(
-                o,
-                "process_resident_memory_bytes",
-                "gauge",
-                "Resident memory size in bytes.",
-            );
-            line(o, "process_resident_memory_bytes", "", rss);
-        }
-
-        header(
-            o,
-            "butler_edge_http_requests_total",
-            "counter",
-            "HTTP requests answered, by endpoint and status code.",
-        );
-        let requests = self.requests.lock().map(|r| r.clone()).unwrap_or_default();
-        for ((endpoint, status), n) in &requests {
-            line(
-                o,
-                "butler_edge_http_requests_total",
-                &format!("endpoint=\"{endpoint}\",status=\"{status}\""),
-                *n,
-            );
-        }
-        header(
-            o,
-            "butler_edge_http_request_duration_seconds",
-            "histogram",
-            "Time from request head to response, by endpoint.",
-        );
-        let latency = self.latency.lock().map(|l| l.clone()).unwrap_or_default();
-        for (endpoint, h) in &latency {
-            let mut cumulative = 0;
-            for (i, le) in BUCKETS.iter().enumerate() {
-                cumulative += h.counts[i];
-                line(
-                    o,
-                    "butler_edge_http_request_duration_seconds_bucket",
-                    &format!("endpoint=\"{endpoint}\",le=\"{le}\""),
-                    cumulative,
-                );
-            }
-            cumulative += h.counts[BUCKETS.len()];
-            line(
-                o,
-                "butler_edge_http_request_duration_seconds_bucket",
-                &format!("endpoint=\"{endpoint}\",le=\"+Inf\""),
-                cumulative,
-            );
-            let _ = writeln!(
-                o,
-                "butler_edge_http_request_duration_seconds_sum{{endpoint=\"{endpoint}\"}} {}",
-                h.sum
-            );
-            line(
-                o,
-                "butler_edge_http_request_duration_seconds_count",
-                &format!("endpoint=\"{endpoint}\""),
-                h.count,
-            );
-        }
-
-        let connections = &self.connections;
-        for (name, kind, help, value) in [
-            (
-                "butler_edge_http_connections",
-                "gauge",
-                "Connections holding a slot (ButlerEdge.limits.maxConnections).",
-                &connections.open,
-            ),
-            (
-                "butler_edge_http_connections_waiting",
-                "gauge",
-                "Accepted connections waiting for a slot.",
-                &connections.queued,
-            ),
-            (
-                "butler_edge_http_connections_evicted_total",
-                "counter",
-                "Idle connections closed to make room for a newcomer.",
-                &connections.evicted,
-            ),
-            (
-                "butler_edge_http_connections_idle_closed_total",
-                "counter",
-                "Connections closed after ButlerEdge.limits.idleTimeoutMs with no request.",
-                &connections.idle_closed,
-            ),
-        ] {
-            header(o, name, kind, help);
-            line(o, name, "", value.load(Ordering::Relaxed));
-        }
-
-        if state.start_task.is_some() {
-            header(
-                o,
-                "butler_edge_tasks_started_total",
-                "counter",
-                "Reload tasks QRS confirmed started.",
-            );
-            line(
-                o,
-                "butler_edge_tasks_started_total",
-                "",
-                self.tasks_started.load(Ordering::Relaxed),
-            );
-            header(
-                o,
-                "butler_edge_tasks_failed_total",
-                "counter",
-                "Reload tasks QRS did not start (listed in `failed`).",
-            );
-            line(
-                o,
-                "butler_edge_tasks_failed_total",
-                "",
-                self.tasks_failed.load(Ordering::Relaxed),
-            );
-            header(
-                o,
-                "butler_edge_qrs_unreachable_total",
-                "counter",
-                "Start-task requests answered 502 because QRS could not be asked.",
-            );
-            line(
-                o,
-                "butler_edge_qrs_unreachable_total",
-                "",
-                self.qrs_unreachable.load(Ordering::Relaxed),
-            );
-        }
-        if let Some(store) = &state.store {
-            if let Ok((namespaces, keys)) = store.counts() {
-                header(
-                    o,
-                    "butler_edge_kv_namespaces",
-                    "gauge",
-                    "Key-value namespaces.",
-                );
-                line(o, "butler_edge_kv_namespaces", "", namespaces);
-                header(
-                    o,
-                    "butler_edge_kv_keys",
-                    "gauge",
-                    "Stored keys, including expired ones not yet removed.",
-                );
-                line(o, "butler_edge_kv_keys", "", keys);
-            }
-            if let Ok(meta) = std::fs::metadata(store.path()) {
-                header(
-                    o,
-                    "butler_edge_kv_file_bytes",
-                    "gauge",
-                    "Size of the key-value database file.",
-                );
-                line(o, "butler_edge_kv_file_bytes", "", meta.len());
-            }
-            use Ordering::Relaxed;
-            let stats = store.writer_stats();
-            header(
-                o,
-                "butler_edge_kv_commits_total",
-                "counter",
-                "Durable commits (each one fsync); operations_total / commits_total is the mean group size.",
-            );
-            line(
-                o,
-                "butler_edge_kv_commits_total",
-                "",
-                stats.commits.load(Relaxed),
-            );
-            header(
-                o,
-                "butler_edge_kv_operations_total",
-                "counter",
-                "Write operations committed.",
-            );
-            line(
-                o,
-                "butler_edge_kv_operations_total",
-                "",
-                stats.operations.load(Relaxed),
-            );
-            header(
-                o,
-                "butler_edge_kv_largest_commit_group",
-                "gauge",
-                "Most operations shared by one commit since start.",
-            );
-            line(
-                o,
-                "butler_edge_kv_largest_commit_group",
-                "",
-                stats.largest_batch.load(Relaxed),
-            );
-            header(
-                o,
-                "butler_edge_kv_expired_removed_total",
-                "counter",
-                "Expired keys removed by the sweeper.",
-            );
-            line(
-                o,
-                "butler_edge_kv_expired_removed_total",
-                "",
-                stats.expired_removed.load(Relaxed),
-            );
-        }
-        if let Some(guard) = &state.disk_guard
-            && let Ok(free) = guard.free_bytes()
-        {
-            header(
-                o,
-                "butler_edge_disk_free_bytes",
-                "gauge",
-                "Free space on the data directory's file system.",
-            );
-            line(o, "butler_edge_disk_free_bytes", "", free);
-            header(
-                o,
-                "butler_edge_disk_min_free_bytes",
-                "gauge",
-                "Below this, key-value writes get 507.",
-            );
-            line(
-                o,
-                "butler_edge_disk_min_free_bytes",
-                "",
-                guard.min_free_bytes(),
-            );
-        }
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            // Every connection, request and QRS call is a task: a count that does not fall
-            // back after load is a leak.
-            header(
-                o,
-                "butler_edge_runtime_alive_tasks",
-                "gauge",
-                "Tasks alive in the async runtime (connections, requests, QRS calls, timers).",
-            );
-            line(
-                o,
-                "butler_edge_runtime_alive_tasks",
-                "",
-                runtime.metrics().num_alive_tasks() as u64,
-            );
-        }
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
         out
     }
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+/// The figures read when scraped, from the handles they belong to.
+struct Scraped {
+    started: Instant,
+    started_unix: f64,
+    connections: Arc<ConnectionStats>,
+    store: Option<Store>,
+    disk_guard: Option<Arc<DiskGuard>>,
 }
 
-fn line(out: &mut String, name: &str, labels: &str, value: u64) {
-    if labels.is_empty() {
-        let _ = writeln!(out, "{name} {value}");
-    } else {
-        let _ = writeln!(out, "{name}{{{labels}}} {value}");
+impl std::fmt::Debug for Scraped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scraped").finish_non_exhaustive()
     }
+}
+
+/// Writes one unlabelled gauge or counter (a counter's name is given without `_total`).
+fn sample(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    metric: &impl EncodeMetric,
+) -> Result<(), std::fmt::Error> {
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn gauge<N: prometheus_client::encoding::EncodeGaugeValue>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: N,
+) -> Result<(), std::fmt::Error> {
+    sample(encoder, name, help, &ConstGauge::new(value))
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    sample(encoder, name, help, &ConstCounter::new(value))
+}
+
+impl Collector for Scraped {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let e = &mut encoder;
+        let mut build = e.encode_descriptor(
+            "butler_edge_build_info",
+            "Version of the running binary.",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        ConstGauge::new(1u64)
+            .encode(build.encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?)?;
+        gauge(
+            e,
+            "butler_edge_start_time_seconds",
+            "Start time of the service, seconds since the Unix epoch.",
+            self.started_unix,
+        )?;
+        gauge(
+            e,
+            "butler_edge_uptime_seconds",
+            "Seconds since the service started.",
+            self.started.elapsed().as_secs(),
+        )?;
+        if let Some(rss) = resident_bytes() {
+            gauge(
+                e,
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes.",
+                rss,
+            )?;
+        }
+        self.encode_connections(e)?;
+        if let Some(store) = &self.store {
+            encode_store(e, store)?;
+        }
+        if let Some(guard) = &self.disk_guard
+            && let Ok(free) = guard.free_bytes()
+        {
+            gauge(
+                e,
+                "butler_edge_disk_free_bytes",
+                "Free space on the data directory's file system.",
+                free,
+            )?;
+            gauge(
+                e,
+                "butler_edge_disk_min_free_bytes",
+                "Below this, key-value writes get 507.",
+                guard.min_free_bytes(),
+            )?;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            // Every connection, request and QRS call is a task: a count that does not fall
+            // back after load is a leak.
+            gauge(
+                e,
+                "butler_edge_runtime_alive_tasks",
+                "Tasks alive in the async runtime (connections, requests, QRS calls, timers).",
+                runtime.metrics().num_alive_tasks() as u64,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Scraped {
+    fn encode_connections(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let c = &self.connections;
+        gauge(
+            e,
+            "butler_edge_http_connections",
+            "Connections holding a slot (ButlerEdge.limits.maxConnections).",
+            c.open.load(Ordering::Relaxed),
+        )?;
+        gauge(
+            e,
+            "butler_edge_http_connections_waiting",
+            "Accepted connections waiting for a slot.",
+            c.queued.load(Ordering::Relaxed),
+        )?;
+        counter(
+            e,
+            "butler_edge_http_connections_evicted",
+            "Idle connections closed to make room for a newcomer.",
+            c.evicted.load(Ordering::Relaxed),
+        )?;
+        counter(
+            e,
+            "butler_edge_http_connections_idle_closed",
+            "Connections closed after ButlerEdge.limits.idleTimeoutMs with no request.",
+            c.idle_closed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+fn encode_store(e: &mut DescriptorEncoder, store: &Store) -> Result<(), std::fmt::Error> {
+    if let Ok((namespaces, keys)) = store.counts() {
+        gauge(
+            e,
+            "butler_edge_kv_namespaces",
+            "Key-value namespaces.",
+            namespaces,
+        )?;
+        gauge(
+            e,
+            "butler_edge_kv_keys",
+            "Stored keys, including expired ones not yet removed.",
+            keys,
+        )?;
+    }
+    if let Ok(meta) = std::fs::metadata(store.path()) {
+        gauge(
+            e,
+            "butler_edge_kv_file_bytes",
+            "Size of the key-value database file.",
+            meta.len(),
+        )?;
+    }
+    let stats = store.writer_stats();
+    let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+    counter(
+        e,
+        "butler_edge_kv_commits",
+        "Durable commits (each one fsync); operations_total / commits_total is the mean group size.",
+        load(&stats.commits),
+    )?;
+    counter(
+        e,
+        "butler_edge_kv_operations",
+        "Write operations committed.",
+        load(&stats.operations),
+    )?;
+    gauge(
+        e,
+        "butler_edge_kv_largest_commit_group",
+        "Most operations shared by one commit since start.",
+        load(&stats.largest_batch),
+    )?;
+    counter(
+        e,
+        "butler_edge_kv_expired_removed",
+        "Expired keys removed by the sweeper.",
+        load(&stats.expired_removed),
+    )
 }
 
 /// VmRSS from /proc/self/status (reported in kB).

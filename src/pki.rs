@@ -1,7 +1,90 @@
-//! Reading PEM certificates and CRLs for reports and expiry warnings.
+//! The one reader of PEM/DER files: certificates, private keys and CRLs, for the server's TLS
+//! settings, the QRS client identity, `check-config`, `/health` and the expiry warnings.
+//!
+//! Every caller reads the same way, so a file that `check-config` calls usable is one start-up
+//! accepts. Failures are a typed [`PemError`]; each caller adds the config key it was reading,
+//! because only it knows why the file was asked for.
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+
+/// Why a certificate, key or CRL file cannot be used. `Display` is the problem in words,
+/// without the path or the config key (the caller adds those).
+#[derive(Debug, thiserror::Error)]
+pub enum PemError {
+    #[error("{}", read_problem(.0))]
+    Read(std::io::Error),
+    #[error("not valid PEM: {0}")]
+    NotPem(String),
+    #[error("not a PEM certificate file (no -----BEGIN CERTIFICATE----- block found)")]
+    NoCertificate,
+    #[error(
+        "not a PEM private key (no unencrypted -----BEGIN PRIVATE KEY-----, BEGIN RSA PRIVATE \
+         KEY or BEGIN EC PRIVATE KEY block found)"
+    )]
+    NoKey,
+    #[error("not a CRL (no -----BEGIN X509 CRL----- block, and not DER either)")]
+    NotCrl,
+    #[error("not a readable CRL: {0}")]
+    BadCrl(String),
+}
+
+fn read_problem(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_string(),
+        std::io::ErrorKind::PermissionDenied => {
+            format!("cannot be read by this user (permission denied): {e}")
+        }
+        _ => format!("cannot be read: {e}"),
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, PemError> {
+    std::fs::read(path).map_err(PemError::Read)
+}
+
+/// The certificates of a PEM file, in order (the leaf first); at least one.
+pub fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
+    let data = read(path)?;
+    let certs = CertificateDer::pem_slice_iter(&data)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PemError::NotPem(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(PemError::NoCertificate);
+    }
+    Ok(certs)
+}
+
+/// A private key as OpenSSL, Sense or rcgen write it: PKCS#1 (`BEGIN RSA PRIVATE KEY`, what
+/// Sense exports), PKCS#8 or SEC1, unencrypted.
+pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
+    let data = read(path)?;
+    PrivateKeyDer::from_pem_slice(&data).map_err(|e| match e {
+        rustls_pki_types::pem::Error::NoItemsFound => PemError::NoKey,
+        other => PemError::NotPem(other.to_string()),
+    })
+}
+
+/// The CRLs of a file, PEM (`BEGIN X509 CRL`) or one DER CRL, each checked to be a readable
+/// CRL (its signature and issuer are the TLS verifier's business).
+pub fn crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, PemError> {
+    let data = read(path)?;
+    let mut crls = CertificateRevocationListDer::pem_slice_iter(&data)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PemError::NotPem(e.to_string()))?;
+    if crls.is_empty() {
+        if data.first() != Some(&0x30) {
+            return Err(PemError::NotCrl);
+        }
+        crls.push(CertificateRevocationListDer::from(data));
+    }
+    for crl in &crls {
+        x509_parser::parse_x509_crl(crl.as_ref()).map_err(|e| PemError::BadCrl(e.to_string()))?;
+    }
+    Ok(crls)
+}
 
 /// What an admin needs to know about one certificate in a PEM file.
 #[derive(Debug, Clone)]
@@ -15,38 +98,30 @@ pub struct CertSummary {
 impl CertSummary {
     /// Whole days until expiry (negative once expired).
     pub fn days_left(&self) -> i64 {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        (self.not_after - now).div_euclid(86_400)
+        (self.not_after - crate::clock::unix_secs()).div_euclid(86_400)
     }
 }
 
 /// The certificates in a PEM file, first (leaf) first; an error says why the file
-/// cannot be used.
+/// cannot be used, naming it.
 pub fn read_cert_summaries(path: &Path) -> Result<Vec<CertSummary>, String> {
-    let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut out = Vec::new();
-    for pem in x509_parser::pem::Pem::iter_from_buffer(&data) {
-        let pem = pem.map_err(|e| format!("{} is not a PEM file: {e}", path.display()))?;
-        if pem.label != "CERTIFICATE" {
-            continue;
-        }
-        let cert = pem
-            .parse_x509()
-            .map_err(|e| format!("{}: unreadable certificate: {e}", path.display()))?;
-        let validity = cert.validity();
-        out.push(CertSummary {
-            subject: cert.subject().to_string(),
-            not_after: validity.not_after.timestamp(),
-            not_after_text: validity.not_after.to_string(),
-        });
-    }
-    if out.is_empty() {
-        return Err(format!("{} holds no PEM certificate", path.display()));
-    }
-    Ok(out)
+    let ders = certs(path).map_err(|e| match e {
+        PemError::Read(e) => format!("cannot read {}: {e}", path.display()),
+        PemError::NoCertificate => format!("{} holds no PEM certificate", path.display()),
+        other => format!("{}: {other}", path.display()),
+    })?;
+    ders.iter()
+        .map(|der| {
+            let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+                .map_err(|e| format!("{}: unreadable certificate: {e}", path.display()))?;
+            let validity = cert.validity();
+            Ok(CertSummary {
+                subject: cert.subject().to_string(),
+                not_after: validity.not_after.timestamp(),
+                not_after_text: validity.not_after.to_string(),
+            })
+        })
+        .collect()
 }
 
 /// What an admin needs to know about one CRL: whose it is and when it should be replaced.
@@ -61,30 +136,20 @@ pub struct CrlSummary {
 impl CrlSummary {
     /// Whether the issuer promised a newer CRL by now.
     pub fn is_stale(&self) -> bool {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let now = crate::clock::unix_secs();
         self.next_update.is_some_and(|t| t < now)
     }
 }
 
 /// The CRLs in a file (PEM `X509 CRL` blocks, or one DER CRL).
 pub fn read_crl_summaries(path: &Path) -> Result<Vec<CrlSummary>, String> {
-    let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut ders = Vec::new();
-    for pem in x509_parser::pem::Pem::iter_from_buffer(&data) {
-        let pem = pem.map_err(|e| format!("{} is not a PEM file: {e}", path.display()))?;
-        if pem.label == "X509 CRL" {
-            ders.push(pem.contents);
-        }
-    }
-    if ders.is_empty() {
-        ders.push(data);
-    }
+    let ders = crls(path).map_err(|e| match e {
+        PemError::Read(e) => format!("cannot read {}: {e}", path.display()),
+        other => format!("{}: unreadable CRL: {other}", path.display()),
+    })?;
     ders.iter()
         .map(|der| {
-            let (_, crl) = x509_parser::parse_x509_crl(der)
+            let (_, crl) = x509_parser::parse_x509_crl(der.as_ref())
                 .map_err(|e| format!("{}: unreadable CRL: {e}", path.display()))?;
             let next = crl.next_update();
             Ok(CrlSummary {

@@ -16,10 +16,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use sd_notify::NotifyState;
 use tokio::sync::Notify;
 
-use crate::kv::Store;
+/// One part of the liveness check, handed in by the wiring (the database's is in `app`):
+/// given how long it may take, `Ok` or why the service is not alive.
+pub type Probe = Box<dyn Fn(Duration) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
 /// True when systemd started us as a service (it sets `INVOCATION_ID` for every unit, and
 /// `NOTIFY_SOCKET` for `Type=notify` ones).
@@ -80,9 +83,9 @@ impl AcceptProbe {
 }
 
 /// Starts the watchdog task when systemd asked for one (`WATCHDOG_USEC` for our pid).
-/// `accept` is None when no REST listener runs; `store` is None when the key-value store is
-/// disabled.
-pub fn start_watchdog(accept: Option<Arc<AcceptProbe>>, store: Option<Store>) {
+/// `accept` is None when no REST listener runs; `probes` are the other parts of the
+/// liveness check (the database's), asked in order after the accept loop.
+pub fn start_watchdog(accept: Option<Arc<AcceptProbe>>, probes: Vec<Probe>) {
     let Some(interval) = sd_notify::watchdog_enabled() else {
         return;
     };
@@ -99,7 +102,7 @@ pub fn start_watchdog(accept: Option<Arc<AcceptProbe>>, store: Option<Store>) {
         let mut failing = false;
         loop {
             ticker.tick().await;
-            match liveness(accept.as_deref(), store.as_ref(), check_timeout).await {
+            match liveness(accept.as_deref(), &probes, check_timeout).await {
                 Ok(()) => {
                     if failing {
                         tracing::warn!("liveness check passes again; pinging the systemd watchdog");
@@ -121,7 +124,7 @@ pub fn start_watchdog(accept: Option<Arc<AcceptProbe>>, store: Option<Store>) {
 
 async fn liveness(
     accept: Option<&AcceptProbe>,
-    store: Option<&Store>,
+    probes: &[Probe],
     within: Duration,
 ) -> Result<(), String> {
     if let Some(accept) = accept
@@ -132,26 +135,8 @@ async fn liveness(
             within.as_millis()
         ));
     }
-    if let Some(store) = store {
-        if !store.writer_answers_within(within).await {
-            return Err(format!(
-                "the database writer did not take work within {} ms (a commit is stuck)",
-                within.as_millis()
-            ));
-        }
-        let store = store.clone();
-        let read = tokio::task::spawn_blocking(move || store.namespace_exists(""));
-        match tokio::time::timeout(within, read).await {
-            Ok(Ok(Ok(_))) => {}
-            Ok(Ok(Err(e))) => return Err(format!("the database did not answer a read: {e}")),
-            Ok(Err(e)) => return Err(format!("the database read task failed: {e}")),
-            Err(_) => {
-                return Err(format!(
-                    "the database did not answer a read within {} ms",
-                    within.as_millis()
-                ));
-            }
-        }
+    for probe in probes {
+        probe(within).await?;
     }
     Ok(())
 }

@@ -8,12 +8,10 @@
 use http::{Response, StatusCode};
 use serde_json::{Value, json};
 
-use crate::http::router::{ResponseBody, json};
+use crate::api::state::AppState;
+use crate::http::response::{ResponseBody, json};
 use crate::pki::read_cert_summaries;
-use crate::state::AppState;
-
-/// Days before expiry at which a certificate is reported as `expiring`.
-const EXPIRY_WARNING_DAYS: i64 = 30;
+use crate::security::inventory::{CertificateFile, Expiry, certificate_files};
 
 pub fn health(state: &AppState) -> Response<ResponseBody> {
     let mut failed = false;
@@ -68,19 +66,21 @@ pub fn health(state: &AppState) -> Response<ResponseBody> {
     let qrs = qrs_check(state, &mut degraded);
 
     let mut certificates = Vec::new();
-    for (purpose, path) in crate::check::certificate_files(&state.config) {
+    for CertificateFile { purpose, path } in certificate_files(&state.config) {
         let entry = match read_cert_summaries(&path) {
             Ok(certs) => {
                 let leaf = &certs[0];
                 let days_left = leaf.days_left();
-                let status = if days_left < 0 {
-                    failed = true;
-                    "expired"
-                } else if days_left < EXPIRY_WARNING_DAYS {
-                    degraded = true;
-                    "expiring"
-                } else {
-                    "ok"
+                let status = match Expiry::of(days_left) {
+                    Expiry::Expired => {
+                        failed = true;
+                        "expired"
+                    }
+                    Expiry::Expiring => {
+                        degraded = true;
+                        "expiring"
+                    }
+                    Expiry::Valid => "ok",
                 };
                 json!({"purpose": purpose, "file": path.display().to_string(), "subject": leaf.subject,
                        "notAfter": leaf.not_after_text, "daysLeft": days_left, "status": status})
@@ -132,7 +132,7 @@ fn qrs_check(state: &AppState, degraded: &mut bool) -> Value {
     };
     let qrs = st.starter.qrs();
     let seen = qrs.reachability();
-    let now = crate::kv::now_ms();
+    let now = crate::clock::now_ms();
     let status = match seen.reachable() {
         Some(true) => "ok",
         Some(false) => {
@@ -159,10 +159,5 @@ fn rfc3339(unix_ms: u64) -> String {
 }
 
 pub fn metrics(state: &AppState) -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::from(state.metrics.render(state)));
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    response
+    crate::http::response::text(crate::metrics::CONTENT_TYPE, state.metrics.render())
 }

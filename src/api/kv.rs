@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::config::Limits;
 use crate::http::error::ApiError;
-use crate::http::router::{ResponseBody, empty, json};
+use crate::http::response::{ResponseBody, empty, json};
 use crate::kv::{Rejected, Store, StoreError, WriteOp, WriteOutcome, deadline_for, now_ms};
 
 #[derive(Serialize)]

@@ -1,7 +1,13 @@
-//! Endpoint handlers, one module per endpoint group. They validate input, call
-//! the layer below (`kv`, later `tasks`) and render Butler's response shapes.
+//! The endpoints: the route table (`route`), the router that checks enablement and
+//! permissions and dispatches (`router`, the HTTP layer's `Handler`), what every endpoint can
+//! reach (`state`), and one module per endpoint group. Endpoints validate input, call the
+//! layers below (`kv`, `tasks`) and render Butler's response shapes; their typed errors become
+//! statuses in `http::error`.
 
 pub mod health;
 pub mod kv;
 pub mod ping;
+pub mod route;
+pub mod router;
 pub mod start_task;
+pub mod state;

@@ -4,7 +4,7 @@ use http::{Response, StatusCode};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::http::router::{ResponseBody, json};
+use crate::http::response::{ResponseBody, json};
 
 pub fn butlerping() -> Response<ResponseBody> {
     #[derive(Serialize)]

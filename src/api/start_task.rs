@@ -4,19 +4,17 @@
 //! handles `Idempotency-Key`, stores the body's key-value items through `kv`, and
 //! hands the rest to `tasks::Starter`, whose report is the answer.
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
-use http_body_util::Full;
 use serde_json::Value;
 
 use crate::api::kv::{check_size, namespace_full, parse_ttl, scalar_text};
-use crate::authz::Access;
+use crate::api::state::{AppState, StartTaskState};
+use crate::authz::{Access, EndpointGroup};
 use crate::config::{Limits, describe};
 use crate::http::error::ApiError;
-use crate::http::router::{EndpointGroup, ResponseBody};
+use crate::http::response::{ResponseBody, json_bytes};
 use crate::kv::idempotency::Answer;
 use crate::kv::{Rejected, Store, WriteOp, WriteOutcome, deadline_for, now_ms};
-use crate::state::{AppState, StartTaskState};
 use crate::tasks::{BodyItem, KeyValueItem, StartError, StartRequest, StartTaskPolicy};
 
 /// The request as the router received it.
@@ -53,7 +51,10 @@ pub async fn start(
     // Key-value items write to the store: the caller needs kvWrite and the namespace.
     for item in &request.items {
         if let BodyItem::KeyValue(kv) = item {
-            access.check_group(EndpointGroup::KvWrite, call.method, call.path)?;
+            access.check_group(
+                EndpointGroup::KvWrite,
+                &format!("{} {}", call.method, call.path),
+            )?;
             access.check_namespace(&kv.namespace)?;
         }
     }
@@ -118,7 +119,7 @@ pub async fn start(
             )
         };
         if let Some(guard) = &state.disk_guard {
-            guard.check().map_err(refused)?;
+            guard.check().map_err(|e| refused(e.into()))?;
         }
         if st.idempotency.writes_blocked_by_full_disk() {
             let dir = st.idempotency.data_dir().display().to_string();
@@ -175,16 +176,6 @@ pub async fn start(
         }
     }
     Ok(json_bytes(StatusCode::OK, body))
-}
-
-fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response<ResponseBody> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    response
 }
 
 fn replay(answer: Answer) -> Response<ResponseBody> {

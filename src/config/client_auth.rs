@@ -12,8 +12,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{ConfigError, Reader};
-use crate::authz::{ClientRule, IdentityMatch, NamespacePattern, Policy};
-use crate::http::router::EndpointGroup;
+use crate::authz::{ClientRule, EndpointGroup, IdentityMatch, NamespacePattern, Policy};
 use crate::tasks::StartTaskPolicy;
 
 /// `Butler.restServerConfig.tls`.

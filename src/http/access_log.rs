@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use http::Method;
 
-use super::decode;
-use super::router::{EndpointGroup, Route};
+use super::handler::RouteInfo;
 use crate::metrics::Metrics;
 
 /// What is known of a request once it has been answered.
@@ -25,27 +24,20 @@ pub struct Answered<'a> {
     pub path: &'a str,
     pub status: u16,
     pub elapsed: Duration,
+    /// The route the router recognised (`None`: `unknown`).
+    pub route: Option<&'a RouteInfo>,
 }
 
 pub fn record(metrics: &Metrics, answered: &Answered<'_>) {
-    let segments = decode::path_segments(answered.path).ok();
-    let route = segments
-        .as_deref()
-        .and_then(|segments| Route::recognise(answered.method, segments));
-    let endpoint = route.as_ref().map_or("unknown", Route::name);
+    let route = answered.route;
+    let endpoint = route.map_or("unknown", |r| r.endpoint);
     metrics.observe(endpoint, answered.status, answered.elapsed.as_secs_f64());
 
     // Whole microseconds, so the field reads `0.709`, not `0.7093200000000001`.
     let elapsed_ms = answered.elapsed.as_micros() as f64 / 1000.0;
-    let task_id = match &route {
-        Some(Route::StartTask { task_id }) => Some(*task_id),
-        _ => None,
-    };
-    let namespace = route.as_ref().and_then(Route::namespace);
-    let mutates = matches!(
-        route.as_ref().map(Route::group),
-        Some(EndpointGroup::KvWrite | EndpointGroup::StartTask)
-    );
+    let task_id = route.and_then(|r| r.task_id.as_deref());
+    let namespace = route.and_then(|r| r.namespace.as_deref());
+    let mutates = route.is_some_and(|r| r.mutates);
     macro_rules! event {
         ($level:expr) => {
             tracing::event!(

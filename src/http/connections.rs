@@ -44,25 +44,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::metrics::ConnectionStats;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::{Notify, oneshot};
 
 /// `Entry::state`: set once the connection has been asked to close; the low bits count
 /// requests in flight.
 const CLOSING: u64 = 1 << 63;
-
-/// Counters for `GET /metrics`; shared with [`crate::metrics::Metrics`].
-#[derive(Debug, Default)]
-pub struct ConnectionStats {
-    /// Connections holding a slot now.
-    pub open: AtomicU64,
-    /// Newcomers waiting for a slot now.
-    pub queued: AtomicU64,
-    /// Idle connections closed to make room for a newcomer.
-    pub evicted: AtomicU64,
-    /// Connections closed by the idle timeout.
-    pub idle_closed: AtomicU64,
-}
 
 struct Entry {
     /// `CLOSING` | requests in flight.

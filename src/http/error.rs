@@ -4,11 +4,11 @@
 //! the body Butler (Fastify) sends, so existing callers parse it unchanged. This is the
 //! one place that maps failures to a status code and that body.
 
-use bytes::Bytes;
-use http::{Response, StatusCode, header};
-use http_body_util::Full;
-use serde::Serialize;
+use http::{Response, StatusCode};
 
+use super::response::{self, ResponseBody};
+use crate::authz::Denied;
+use crate::disk::{DiskError, DiskLow};
 use crate::kv::StoreError;
 
 /// A failed request: the status code and a message naming what was wrong.
@@ -60,32 +60,36 @@ impl ApiError {
         }
     }
 
-    pub fn into_response(self) -> Response<Full<Bytes>> {
-        #[derive(Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Body<'a> {
-            status_code: u16,
-            error: &'a str,
-            message: &'a str,
-        }
-        let body = Body {
-            status_code: self.status.as_u16(),
-            error: self.status.canonical_reason().unwrap_or("Error"),
-            message: &self.message,
-        };
-        let bytes = serde_json::to_vec(&body).unwrap_or_default();
-        let mut response = Response::new(Full::new(Bytes::from(bytes)));
-        *response.status_mut() = self.status;
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/json; charset=utf-8"),
-        );
-        response
+    pub fn into_response(self) -> Response<ResponseBody> {
+        response::butler_error(self.status, &self.message)
     }
 }
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}", self.status.as_u16(), self.message)
+    }
+}
+
+/// A permission refusal is a 403 naming the caller and what it may use.
+impl From<Denied> for ApiError {
+    fn from(denied: Denied) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, denied.to_string())
+    }
+}
+
+/// Below the free-disk guard's threshold: 507, with the directory, the space and the remedy.
+impl From<DiskLow> for ApiError {
+    fn from(low: DiskLow) -> Self {
+        ApiError::new(StatusCode::INSUFFICIENT_STORAGE, low.to_string())
+    }
+}
+
+impl From<DiskError> for ApiError {
+    fn from(error: DiskError) -> Self {
+        match error {
+            DiskError::Low(low) => low.into(),
+            DiskError::Unmeasurable(why) => ApiError::internal(why),
+        }
     }
 }

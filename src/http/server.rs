@@ -36,10 +36,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
+use super::access_log;
 use super::connections::{Admission, Connection, Registry};
-use super::{access_log, router};
+use super::handler::Handler;
 use crate::authz::{Caller, CertIdentity};
-use crate::state::AppState;
+use crate::config::Limits;
+use crate::metrics::Metrics;
+use crate::security::SecurityHandle;
+use crate::systemd::AcceptProbe;
 
 /// Resolves when shutdown has been requested.
 pub type ShutdownSignal = watch::Receiver<bool>;
@@ -87,10 +91,30 @@ fn raise_open_file_limit(max_connections: usize) {
     }
 }
 
+/// What the accept loop and every connection share.
+pub struct Server<H> {
+    /// `ButlerEdge.limits`: connection slots, header/body/idle timeouts.
+    pub limits: Limits,
+    /// `ButlerEdge.shutdownTimeoutMs`: how long in-flight requests may finish at shutdown.
+    pub shutdown_timeout: Duration,
+    /// The TLS settings and client list in force (swapped on `SIGHUP`).
+    pub security: Arc<SecurityHandle>,
+    /// Request and connection figures for `GET /metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Answered from the accept loop, for the systemd watchdog's liveness check.
+    pub accept_probe: Arc<AcceptProbe>,
+    /// Answers the requests.
+    pub handler: Arc<H>,
+}
+
 /// Serves `listener` until `shutdown` turns true, then drains connections for at
 /// most `ButlerEdge.shutdownTimeoutMs`.
-pub async fn serve(listener: TcpListener, state: Arc<AppState>, mut shutdown: ShutdownSignal) {
-    let limits = state.config.edge.limits.clone();
+pub async fn serve<H: Handler>(
+    listener: TcpListener,
+    state: Arc<Server<H>>,
+    mut shutdown: ShutdownSignal,
+) {
+    let limits = state.limits.clone();
     raise_open_file_limit(limits.max_connections);
     let registry = Registry::new(
         limits.max_connections,
@@ -160,7 +184,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, mut shutdown: Sh
     }
 
     drop(listener);
-    let timeout = state.config.edge.shutdown_timeout;
+    let timeout = state.shutdown_timeout;
     tracing::info!(
         connections = registry.count(),
         "no longer accepting connections; finishing in-flight requests"
@@ -179,15 +203,15 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, mut shutdown: Sh
 
 /// One accepted connection holding a slot: its first byte or TLS handshake within the
 /// header timeout, then HTTP. Closes early if evicted before HTTP begins.
-async fn run_connection(
+async fn run_connection<H: Handler>(
     connection: Connection,
     stream: TcpStream,
     peer: SocketAddr,
-    state: Arc<AppState>,
+    state: Arc<Server<H>>,
     builder: Arc<auto::Builder<TokioExecutor>>,
 ) {
     let tls = state.security.current().tls.clone();
-    let timeout = state.config.edge.limits.header_read_timeout;
+    let timeout = state.limits.header_read_timeout;
     match tls {
         None => {
             // hyper's header read timeout starts only once the auto builder has
@@ -254,18 +278,19 @@ async fn run_connection(
 
 /// Serves HTTP/1.1 or HTTP/2 on one established (possibly TLS) connection until the
 /// peer leaves, or it is closed: idle for `idleTimeoutMs`, evicted, or shutdown.
-async fn serve_connection<I>(
+async fn serve_connection<I, H>(
     io: TokioIo<I>,
     peer: SocketAddr,
     caller: Caller,
-    state: Arc<AppState>,
+    state: Arc<Server<H>>,
     builder: &auto::Builder<TokioExecutor>,
     connection: Connection,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Handler,
 {
     let requests = connection.requests();
-    let service = service_fn(move |mut req: http::Request<Incoming>| {
+    let service = service_fn(move |req: http::Request<Incoming>| {
         let state = state.clone();
         // In flight from here until hyper has taken the whole response body.
         let in_flight = requests.start();
@@ -274,8 +299,7 @@ async fn serve_connection<I>(
         async move {
             let started = Instant::now();
             let path = req.uri().path().to_string();
-            req.extensions_mut().insert(access.clone());
-            let handled = router::handle(req, &state).await;
+            let handled = state.handler.handle(req, &access).await;
             access_log::record(
                 &state.metrics,
                 &access_log::Answered {
@@ -285,6 +309,7 @@ async fn serve_connection<I>(
                     path: &path,
                     status: handled.response.status().as_u16(),
                     elapsed: started.elapsed(),
+                    route: handled.route.as_ref(),
                 },
             );
             Ok::<_, std::convert::Infallible>(in_flight.attach(handled.response))

@@ -21,7 +21,6 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableDatabase, ReadableTable};
 use slot::DbSlot;
@@ -128,13 +127,7 @@ fn db_err(e: impl Into<redb::Error>) -> StoreError {
     }
 }
 
-/// Milliseconds since the Unix epoch, the unit of stored deadlines.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use crate::clock::now_ms;
 
 /// The absolute deadline for a TTL in milliseconds counted from `now`: `0` (no
 /// expiry) for a TTL of zero or less, as Butler treats them.

@@ -316,7 +316,7 @@ impl QrsClient {
         filter: Option<&str>,
     ) -> Result<(String, bytes::Bytes), QrsError> {
         let outcome = self.send(method, path, filter).await;
-        self.reachability.record(&outcome, crate::kv::now_ms());
+        self.reachability.record(&outcome, crate::clock::now_ms());
         outcome
     }
 

@@ -73,7 +73,7 @@ pub async fn probe_when_idle(qrs: QrsClient, interval: Duration) {
         let latest = seen
             .last_answer_ms
             .max(seen.last_failure.as_ref().map(|(at, _)| *at));
-        let now = crate::kv::now_ms();
+        let now = crate::clock::now_ms();
         let idle = latest.is_none_or(|at| now.saturating_sub(at) >= interval.as_millis() as u64);
         if !idle {
             continue;

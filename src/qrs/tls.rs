@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use super::{QrsSettings, QrsSetupError};
+use crate::pki::{self, PemError};
 
 /// Builds the client TLS configuration from Sense's exported certificate files.
 pub fn client_config(settings: &QrsSettings) -> Result<ClientConfig, QrsSetupError> {
@@ -63,53 +63,47 @@ fn read_certs(
     key: &'static str,
     what: &'static str,
 ) -> Result<Vec<CertificateDer<'static>>, QrsSetupError> {
-    let data = std::fs::read(path).map_err(|e| QrsSetupError::File {
+    pki::certs(path)
+        .map_err(|e| setup_error(e, path, key, what, "PEM certificate (BEGIN CERTIFICATE)"))
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, QrsSetupError> {
+    pki::private_key(path).map_err(|e| {
+        setup_error(
+            e,
+            path,
+            "Butler.cert.clientCertKey",
+            "private key",
+            "unencrypted private key (BEGIN RSA PRIVATE KEY, BEGIN PRIVATE KEY or BEGIN EC PRIVATE KEY)",
+        )
+    })
+}
+
+/// The pki reader's refusal in QRS's words: an empty file says what it lacks (`missing`).
+fn setup_error(
+    e: PemError,
+    path: &Path,
+    key: &'static str,
+    what: &'static str,
+    missing: &'static str,
+) -> QrsSetupError {
+    let cause = match e {
+        PemError::NoCertificate | PemError::NoKey => {
+            return QrsSetupError::Empty {
+                key,
+                what: missing,
+                path: path.to_path_buf(),
+            };
+        }
+        PemError::Read(io) => io.to_string(),
+        other => other.to_string(),
+    };
+    QrsSetupError::File {
         key,
         what,
         path: path.to_path_buf(),
-        cause: e.to_string(),
-    })?;
-    let certs = CertificateDer::pem_slice_iter(&data)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| QrsSetupError::File {
-            key,
-            what,
-            path: path.to_path_buf(),
-            cause: format!("not valid PEM: {e}"),
-        })?;
-    if certs.is_empty() {
-        return Err(QrsSetupError::Empty {
-            key,
-            what: "PEM certificate (BEGIN CERTIFICATE)",
-            path: path.to_path_buf(),
-        });
+        cause,
     }
-    Ok(certs)
-}
-
-/// Reads a private key in any form Sense or OpenSSL writes: PKCS#1 (`BEGIN RSA PRIVATE KEY`,
-/// what Sense exports), PKCS#8 (`BEGIN PRIVATE KEY`) or SEC1 (`BEGIN EC PRIVATE KEY`).
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, QrsSetupError> {
-    let key = "Butler.cert.clientCertKey";
-    let data = std::fs::read(path).map_err(|e| QrsSetupError::File {
-        key,
-        what: "private key",
-        path: path.to_path_buf(),
-        cause: e.to_string(),
-    })?;
-    PrivateKeyDer::from_pem_slice(&data).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => QrsSetupError::Empty {
-            key,
-            what: "unencrypted private key (BEGIN RSA PRIVATE KEY, BEGIN PRIVATE KEY or BEGIN EC PRIVATE KEY)",
-            path: path.to_path_buf(),
-        },
-        other => QrsSetupError::File {
-            key,
-            what: "private key",
-            path: path.to_path_buf(),
-            cause: format!("not valid PEM: {other}"),
-        },
-    })
 }
 
 /// `rejectUnauthorized: false`: any server certificate is accepted, as Butler does with that

@@ -8,8 +8,6 @@ use crate::disk::DiskGuard;
 use crate::kv::Store;
 use crate::kv::idempotency::IdempotencyStore;
 use crate::metrics::Metrics;
-use crate::security::SecurityHandle;
-use crate::systemd::AcceptProbe;
 use crate::tasks::{StartTaskPolicy, Starter};
 
 pub struct AppState {
@@ -18,14 +16,10 @@ pub struct AppState {
     pub store: Option<Store>,
     /// `None` when the start-task endpoint is disabled in the config.
     pub start_task: Option<StartTaskState>,
-    /// TLS settings and the client permission list; swapped on `SIGHUP`.
-    pub security: Arc<SecurityHandle>,
     /// `None` when the key-value store or the free-disk guard is disabled.
-    pub disk_guard: Option<DiskGuard>,
-    /// Answers the systemd watchdog's liveness probe from the accept loop.
-    pub accept_probe: Arc<AcceptProbe>,
+    pub disk_guard: Option<Arc<DiskGuard>>,
     /// Request counters and latency histograms for `GET /metrics`.
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
 }
 
 /// What the start-task endpoint needs.

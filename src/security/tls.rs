@@ -11,14 +11,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::HandshakeSignatureValid;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
+use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig};
 
 use crate::authz::CertIdentity;
 use crate::config::{ClientAuthConfig, TlsConfig};
+use crate::pki::{self, PemError};
 
 /// A TLS file or setting that cannot be used, named by its config key and path.
 #[derive(Debug, thiserror::Error)]
@@ -50,78 +50,16 @@ fn file_error(key: &'static str, path: &Path, problem: impl Into<String>) -> Tls
     }
 }
 
-fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, TlsSetupError> {
-    std::fs::read(path).map_err(|e| {
-        let problem = match e.kind() {
-            std::io::ErrorKind::NotFound => "no such file".to_string(),
-            std::io::ErrorKind::PermissionDenied => {
-                format!("cannot be read by this user (permission denied): {e}")
-            }
-            _ => format!("cannot be read: {e}"),
-        };
-        file_error(key, path, problem)
-    })
+/// A file the pki reader refused, named by its config key.
+fn unusable(key: &'static str, path: &Path) -> impl FnOnce(PemError) -> TlsSetupError {
+    move |e| file_error(key, path, e.to_string())
 }
 
-/// The certificates of a PEM file, in order.
-pub fn read_certs(
+fn read_certs(
     key: &'static str,
     path: &Path,
 ) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
-    let data = read(key, path)?;
-    let certs = CertificateDer::pem_slice_iter(&data)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_error(key, path, format!("not valid PEM: {e}")))?;
-    if certs.is_empty() {
-        return Err(file_error(
-            key,
-            path,
-            "not a PEM certificate file (no -----BEGIN CERTIFICATE----- block found)",
-        ));
-    }
-    Ok(certs)
-}
-
-/// A private key as OpenSSL, Sense or rcgen write it: PKCS#1, PKCS#8 or SEC1, unencrypted.
-fn read_key(key: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
-    let data = read(key, path)?;
-    PrivateKeyDer::from_pem_slice(&data).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => file_error(
-            key,
-            path,
-            "not a PEM private key (no unencrypted -----BEGIN PRIVATE KEY-----, \
-             BEGIN RSA PRIVATE KEY or BEGIN EC PRIVATE KEY block found)",
-        ),
-        other => file_error(key, path, format!("not valid PEM: {other}")),
-    })
-}
-
-/// A CRL file, PEM (`BEGIN X509 CRL`) or DER; its signature and issuer are checked by the
-/// verifier, its structure here so the error names the file.
-fn read_crl(
-    key: &'static str,
-    path: &Path,
-) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsSetupError> {
-    let data = read(key, path)?;
-    let mut crls = CertificateRevocationListDer::pem_slice_iter(&data)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_error(key, path, format!("not valid PEM: {e}")))?;
-    if crls.is_empty() {
-        if data.first() == Some(&0x30) {
-            crls.push(CertificateRevocationListDer::from(data));
-        } else {
-            return Err(file_error(
-                key,
-                path,
-                "not a CRL (no -----BEGIN X509 CRL----- block, and not DER either)",
-            ));
-        }
-    }
-    for crl in &crls {
-        x509_parser::parse_x509_crl(crl.as_ref())
-            .map_err(|e| file_error(key, path, format!("not a readable CRL: {e}")))?;
-    }
-    Ok(crls)
+    pki::certs(path).map_err(unusable(key, path))
 }
 
 /// Builds the server configuration: HTTP/2 and HTTP/1.1 by ALPN, TLS 1.2 and 1.3, and —
@@ -135,7 +73,8 @@ pub fn server_config(
     if let Some(ca) = &tls.ca {
         chain.extend(read_certs("Butler.restServerConfig.tls.ca", ca)?);
     }
-    let key = read_key("Butler.restServerConfig.tls.key", &tls.key)?;
+    let key = pki::private_key(&tls.key)
+        .map_err(unusable("Butler.restServerConfig.tls.key", &tls.key))?;
 
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -155,7 +94,7 @@ pub fn server_config(
         }
         let mut crls = Vec::new();
         for path in &client_auth.crl {
-            crls.extend(read_crl("ButlerEdge.clientAuth.crl", path)?);
+            crls.extend(pki::crls(path).map_err(unusable("ButlerEdge.clientAuth.crl", path))?);
         }
         // CRLs are checked for the CAs that issued them; certificates of a CA with no CRL
         // configured are accepted when otherwise valid (a missing CRL is not a revocation).

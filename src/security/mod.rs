@@ -6,6 +6,12 @@
 //! under a lock held for nanoseconds, so established connections keep running on the
 //! TLS session they negotiated and no new connection is refused during the swap. A reload
 //! that fails (a bad file, a config error) changes nothing and says why.
+//!
+//! [`tls`] builds the rustls server configuration from the files; [`inventory`] lists the
+//! certificate files a config uses and how close they are to expiry.
+
+pub mod inventory;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -14,13 +20,9 @@ use std::time::Duration;
 use tokio_rustls::TlsAcceptor;
 
 use crate::authz::Policy;
-use crate::check::certificate_files;
 use crate::config::Config;
-use crate::http::tls::{TlsSetupError, server_config};
-use crate::pki::{read_cert_summaries, read_crl_summaries};
-
-/// Certificates expiring within this many days are warned about.
-pub const EXPIRY_WARNING_DAYS: i64 = 30;
+use inventory::{CertificateFile, certificate_files, crl_files, warn_expiring, warn_stale_crls};
+use tls::{TlsSetupError, server_config};
 
 /// One consistent set of security settings.
 pub struct Security {
@@ -28,7 +30,7 @@ pub struct Security {
     pub tls: Option<TlsAcceptor>,
     pub policy: Arc<Policy>,
     /// Every certificate file the config names, for expiry warnings.
-    pub certificate_files: Vec<(&'static str, PathBuf)>,
+    pub certificate_files: Vec<CertificateFile>,
     /// The CRL files in force, for staleness warnings.
     pub crl_files: Vec<PathBuf>,
 }
@@ -46,11 +48,7 @@ impl Security {
             tls,
             policy: Arc::new(config.client_auth.policy.clone()),
             certificate_files: certificate_files(config),
-            crl_files: if config.client_auth.enable {
-                config.client_auth.crl.clone()
-            } else {
-                Vec::new()
-            },
+            crl_files: crl_files(config),
         })
     }
 }
@@ -124,53 +122,6 @@ pub struct ReloadSummary {
     pub client_auth: bool,
     pub clients: usize,
     pub crls: usize,
-}
-
-/// Logs a warning for each certificate that expires within [`EXPIRY_WARNING_DAYS`], an
-/// error for each already expired or unreadable.
-pub fn warn_expiring(files: &[(&'static str, PathBuf)]) {
-    for (what, path) in files {
-        match read_cert_summaries(path) {
-            Ok(certs) => {
-                for cert in certs {
-                    let days = cert.days_left();
-                    if days < 0 {
-                        tracing::error!(
-                            file = %path.display(), subject = %cert.subject, not_after = %cert.not_after_text,
-                            "certificate ({what}) has EXPIRED"
-                        );
-                    } else if days < EXPIRY_WARNING_DAYS {
-                        tracing::warn!(
-                            file = %path.display(), subject = %cert.subject, not_after = %cert.not_after_text, days_left = days,
-                            "certificate ({what}) expires within {EXPIRY_WARNING_DAYS} days"
-                        );
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(file = %path.display(), "certificate ({what}): {e}"),
-        }
-    }
-}
-
-/// Logs a warning for each CRL whose issuer promised a newer one by now: revocations made
-/// since are not known until the file is replaced.
-pub fn warn_stale_crls(files: &[PathBuf]) {
-    for path in files {
-        match read_crl_summaries(path) {
-            Ok(crls) => {
-                for crl in crls.iter().filter(|c| c.is_stale()) {
-                    tracing::warn!(
-                        file = %path.display(), issuer = %crl.issuer, next_update = %crl.next_update_text,
-                        "CRL (ButlerEdge.clientAuth.crl) is past its next update: issue a new one \
-                         and reload, or revocations made since are not enforced"
-                    );
-                }
-            }
-            Err(e) => {
-                tracing::warn!(file = %path.display(), "CRL (ButlerEdge.clientAuth.crl): {e}")
-            }
-        }
-    }
 }
 
 /// Repeats the expiry check once a day for as long as the service runs.
