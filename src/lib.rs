@@ -1,8 +1,20 @@
 //! butler-edge: a Butler-compatible REST appliance for Qlik Sense.
 //!
-//! Layers, each knowing only the one below it (see README, "Architecture"):
-//! `http` (listeners, limits, routing, Butler-style errors) → `api` (one module per
-//! endpoint group) → `kv` (durable store). Configuration is parsed once by `config`.
+//! Layers, bottom to top; a module imports only from layers below its own
+//! (`tests/architecture.rs` keeps it so; README, "Architecture", explains the shape):
+//!
+//! 0. `clock` — the wall clock in stored units
+//! 1. `pki` (the one PEM/CRL reader), `disk` (free space, `DiskLow`), `privileges`,
+//!    `systemd` (READY/WATCHDOG, liveness probes handed in)
+//! 2. `kv` (the durable store), `qrs` (the QRS client)
+//! 3. `tasks` (start-task planning and execution)
+//! 4. `authz` (endpoint groups, permissions, `Denied`)
+//! 5. `config` (Butler YAML → typed settings, once)
+//! 6. `security` (TLS settings, certificate inventory), `metrics` (Prometheus registry)
+//! 7. `http` (connections, limits, the one error map; serves any `http::handler::Handler`)
+//! 8. `api` (route table, router, one module per endpoint group)
+//! 9. `app` (wiring, in-process entry), `check` (`check-config`), `init` (first-boot PKI),
+//!    `logging`
 
 pub mod api;
 pub mod app;
