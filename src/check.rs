@@ -1,101 +1,126 @@
 //! `butler-edge check-config`: what a config file will run, in words an admin
 //! can check before restarting the service.
+//!
+//! One function per section of the report, in the order printed: listener and TLS, client
+//! certificates, endpoints, key-value store, start-task, appliance endpoints, disk guard,
+//! certificates and CRLs (from the same inventory `/health` and the expiry warnings use).
 
 use std::fmt::Write;
 
 use crate::config::Config;
-use crate::pki::read_cert_summaries;
-use crate::security::inventory::{CertificateFile, certificate_files};
+use crate::pki::{read_cert_summaries, read_crl_summaries};
+use crate::security::inventory::{CertificateFile, certificate_files, crl_files};
 
 pub fn report(config: &Config) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "config: {} (valid)", config.origin);
-    if config.rest.enable {
-        let scheme = if config.rest.tls.enable {
-            "https"
-        } else {
-            "http"
-        };
+    listener(&mut out, config);
+    endpoints(&mut out, config);
+    key_value_store(&mut out, config);
+    start_task(&mut out, config);
+    appliance(&mut out, config);
+    certificates(&mut out, config);
+    let _ = writeln!(
+        out,
+        "ignored keys (not used by butler-edge): {}",
+        config.ignored_keys.len()
+    );
+    out
+}
+
+/// `a, b, c`, or `none` for an empty list.
+fn list_or(items: &[impl AsRef<str>], none: &str) -> String {
+    if items.is_empty() {
+        none.to_string()
+    } else {
+        items
+            .iter()
+            .map(AsRef::as_ref)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+fn listener(out: &mut String, config: &Config) {
+    if !config.rest.enable {
         let _ = writeln!(
             out,
-            "listener: {scheme}://{}:{}",
-            config.rest.host, config.rest.port
+            "listener: none (Butler.restServerConfig.enable is false)"
         );
-        if config.rest.tls.enable {
-            // The same checks start-up and SIGHUP make: files readable, PEM, key matching.
-            match crate::security::tls::server_config(&config.rest.tls, &config.client_auth) {
-                Ok(_) => {
-                    let _ = writeln!(
-                        out,
-                        "TLS files: usable (certificate, key, caller CAs, CRLs)"
-                    );
-                }
-                Err(e) => {
-                    let _ = writeln!(out, "TLS files: problem: {e}");
-                }
-            }
-        }
-        let auth = &config.client_auth;
-        if auth.enable {
-            let _ = writeln!(
-                out,
-                "client certificates: required ({} CA bundle(s), {} CRL file(s)); clients:",
-                auth.ca.len(),
-                auth.crl.len()
-            );
-            for client in &auth.policy.clients {
+        return;
+    }
+    let scheme = if config.rest.tls.enable {
+        "https"
+    } else {
+        "http"
+    };
+    let _ = writeln!(
+        out,
+        "listener: {scheme}://{}:{}",
+        config.rest.host, config.rest.port
+    );
+    if config.rest.tls.enable {
+        // The same checks start-up and SIGHUP make: files readable, PEM, key matching.
+        match crate::security::tls::server_config(&config.rest.tls, &config.client_auth) {
+            Ok(_) => {
                 let _ = writeln!(
                     out,
-                    "  {:?} ({}): {}{}{}",
-                    client.name,
-                    client.matcher.describe(),
-                    if client.endpoints.is_empty() {
-                        "no endpoints".to_string()
-                    } else {
-                        client
-                            .endpoints
-                            .iter()
-                            .copied()
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    },
-                    match &client.start_task {
-                        Some(p) => format!(
-                            "; own start-task list ({} task ids, {} tags, {} custom properties)",
-                            p.task_ids.len(),
-                            p.tags.len(),
-                            p.custom_properties.len()
-                        ),
-                        None => String::new(),
-                    },
-                    match &client.namespaces {
-                        Some(n) => format!("; {} key-value namespace pattern(s)", n.len()),
-                        None => String::new(),
-                    }
+                    "TLS files: usable (certificate, key, caller CAs, CRLs)"
                 );
             }
-        } else if config.rest.tls.enable {
+            Err(e) => {
+                let _ = writeln!(out, "TLS files: problem: {e}");
+            }
+        }
+    }
+    client_certificates(out, config);
+}
+
+fn client_certificates(out: &mut String, config: &Config) {
+    let auth = &config.client_auth;
+    if !auth.enable {
+        if config.rest.tls.enable {
             let _ = writeln!(
                 out,
                 "client certificates: not required (ButlerEdge.clientAuth.enable is false)"
             );
         }
-    } else {
-        let _ = writeln!(
-            out,
-            "listener: none (Butler.restServerConfig.enable is false)"
-        );
+        return;
     }
-    let names = config.endpoints.names(&config.kv);
     let _ = writeln!(
         out,
-        "enabled endpoints: {}",
-        if names.is_empty() {
-            "none".to_string()
-        } else {
-            names.join(", ")
-        }
+        "client certificates: required ({} CA bundle(s), {} CRL file(s)); clients:",
+        auth.ca.len(),
+        auth.crl.len()
     );
+    for client in &auth.policy.clients {
+        let endpoints: Vec<&str> = client.endpoints.iter().copied().collect();
+        let own_list = match &client.start_task {
+            Some(p) => format!(
+                "; own start-task list ({} task ids, {} tags, {} custom properties)",
+                p.task_ids.len(),
+                p.tags.len(),
+                p.custom_properties.len()
+            ),
+            None => String::new(),
+        };
+        let namespaces = match &client.namespaces {
+            Some(n) => format!("; {} key-value namespace pattern(s)", n.len()),
+            None => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "  {:?} ({}): {}{own_list}{namespaces}",
+            client.name,
+            client.matcher.describe(),
+            list_or(&endpoints, "no endpoints"),
+        );
+    }
+}
+
+fn endpoints(out: &mut String, config: &Config) {
+    let names = config.endpoints.names(&config.kv);
+    let _ = writeln!(out, "enabled endpoints: {}", list_or(&names, "none"));
     if config.endpoints.key_value_store && !config.kv.enable {
         let _ = writeln!(
             out,
@@ -103,48 +128,57 @@ pub fn report(config: &Config) -> String {
              Butler.keyValueStore.enable is false: the key-value endpoints are not served"
         );
     }
-    let _ = writeln!(
-        out,
-        "key-value store: {}",
-        if config.kv.enable {
-            format!(
-                "enabled, at most {} keys per namespace, data dir {}",
-                config.kv.max_keys_per_namespace,
-                config.data_dir(None).display()
-            )
-        } else {
-            "disabled".to_string()
-        }
-    );
+}
+
+fn key_value_store(out: &mut String, config: &Config) {
+    let store = if config.kv.enable {
+        format!(
+            "enabled, at most {} keys per namespace, data dir {}",
+            config.kv.max_keys_per_namespace,
+            config.data_dir(None).display()
+        )
+    } else {
+        "disabled".to_string()
+    };
+    let _ = writeln!(out, "key-value store: {store}");
+}
+
+fn start_task(out: &mut String, config: &Config) {
     let st = &config.start_task;
     if let Some(why) = &st.not_set_up {
         let _ = writeln!(out, "start task: NOT READY: {why}");
-    } else if st.enabled {
-        let _ = writeln!(
-            out,
-            "start task: QRS at {}://{}:{}, server certificate {}, allow-list {}",
-            if st.qrs.use_ssl { "https" } else { "http" },
-            st.qrs.host,
-            st.qrs.port,
-            if !st.qrs.use_ssl {
-                "not used (plain HTTP)"
-            } else if st.qrs.reject_unauthorized {
-                "verified against Butler.cert.clientCertCA"
-            } else {
-                "NOT verified (Butler.configQRS.rejectUnauthorized: false)"
-            },
-            if st.policy.enabled {
-                format!(
-                    "on ({} task ids, {} tags, {} custom properties)",
-                    st.policy.task_ids.len(),
-                    st.policy.tags.len(),
-                    st.policy.custom_properties.len()
-                )
-            } else {
-                "off".to_string()
-            }
-        );
+        return;
     }
+    if !st.enabled {
+        return;
+    }
+    let trust = if !st.qrs.use_ssl {
+        "not used (plain HTTP)"
+    } else if st.qrs.reject_unauthorized {
+        "verified against Butler.cert.clientCertCA"
+    } else {
+        "NOT verified (Butler.configQRS.rejectUnauthorized: false)"
+    };
+    let allow_list = if st.policy.enabled {
+        format!(
+            "on ({} task ids, {} tags, {} custom properties)",
+            st.policy.task_ids.len(),
+            st.policy.tags.len(),
+            st.policy.custom_properties.len()
+        )
+    } else {
+        "off".to_string()
+    };
+    let _ = writeln!(
+        out,
+        "start task: QRS at {}://{}:{}, server certificate {trust}, allow-list {allow_list}",
+        if st.qrs.use_ssl { "https" } else { "http" },
+        st.qrs.host,
+        st.qrs.port,
+    );
+}
+
+fn appliance(out: &mut String, config: &Config) {
     let mut appliance = Vec::new();
     if config.edge.health_endpoint {
         appliance.push("GET /health");
@@ -155,11 +189,7 @@ pub fn report(config: &Config) -> String {
     let _ = writeln!(
         out,
         "appliance endpoints: {}",
-        if appliance.is_empty() {
-            "none (ButlerEdge.endpointsEnable)".to_string()
-        } else {
-            appliance.join(", ")
-        }
+        list_or(&appliance, "none (ButlerEdge.endpointsEnable)")
     );
     if config.kv.enable {
         let _ = writeln!(
@@ -171,17 +201,16 @@ pub fn report(config: &Config) -> String {
             }
         );
     }
-    for CertificateFile {
-        purpose: what,
-        path,
-    } in certificate_files(config)
-    {
+}
+
+fn certificates(out: &mut String, config: &Config) {
+    for CertificateFile { purpose, path } in certificate_files(config) {
         match read_cert_summaries(&path) {
             Ok(certs) => {
                 for cert in certs {
                     let _ = writeln!(
                         out,
-                        "certificate ({what}): {} — {}, expires {} ({} days)",
+                        "certificate ({purpose}): {} — {}, expires {} ({} days)",
                         path.display(),
                         cert.subject,
                         cert.not_after_text,
@@ -190,39 +219,31 @@ pub fn report(config: &Config) -> String {
                 }
             }
             Err(e) => {
-                let _ = writeln!(out, "certificate ({what}): problem: {e}");
+                let _ = writeln!(out, "certificate ({purpose}): problem: {e}");
             }
         }
     }
-    if config.client_auth.enable {
-        for path in &config.client_auth.crl {
-            match crate::pki::read_crl_summaries(path) {
-                Ok(crls) => {
-                    for crl in crls {
-                        let _ = writeln!(
-                            out,
-                            "CRL (ButlerEdge.clientAuth.crl): {} — {}, next update {}{}",
-                            path.display(),
-                            crl.issuer,
-                            crl.next_update_text,
-                            if crl.is_stale() {
-                                " (PAST: issue a new CRL)"
-                            } else {
-                                ""
-                            }
-                        );
-                    }
+    for path in crl_files(config) {
+        match read_crl_summaries(&path) {
+            Ok(crls) => {
+                for crl in crls {
+                    let _ = writeln!(
+                        out,
+                        "CRL (ButlerEdge.clientAuth.crl): {} — {}, next update {}{}",
+                        path.display(),
+                        crl.issuer,
+                        crl.next_update_text,
+                        if crl.is_stale() {
+                            " (PAST: issue a new CRL)"
+                        } else {
+                            ""
+                        }
+                    );
                 }
-                Err(e) => {
-                    let _ = writeln!(out, "CRL (ButlerEdge.clientAuth.crl): problem: {e}");
-                }
+            }
+            Err(e) => {
+                let _ = writeln!(out, "CRL (ButlerEdge.clientAuth.crl): problem: {e}");
             }
         }
     }
-    let _ = writeln!(
-        out,
-        "ignored keys (not used by butler-edge): {}",
-        config.ignored_keys.len()
-    );
-    out
 }

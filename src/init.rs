@@ -104,24 +104,7 @@ pub fn run(args: &InitArgs) -> Result<(), InitError> {
     let dir = &args.pki_dir;
     let ca_path = dir.join("ca.crt");
     if ca_path.exists() {
-        let missing: Vec<&str> = FILES
-            .iter()
-            .copied()
-            .filter(|f| !dir.join(f).exists())
-            .collect();
-        if !missing.is_empty() {
-            return Err(InitError::Incomplete {
-                dir: dir.clone(),
-                missing: missing.join(", "),
-            });
-        }
-        let fingerprint = fingerprint_of_pem_file(&ca_path)?;
-        println!(
-            "butler-edge init: {} already holds the appliance PKI; nothing changed.",
-            dir.display()
-        );
-        print_summary(dir, &fingerprint, None);
-        return Ok(());
+        return report_existing(dir, &ca_path);
     }
 
     let names = if args.hostnames.is_empty() {
@@ -135,7 +118,42 @@ pub fn run(args: &InitArgs) -> Result<(), InitError> {
         args.addresses.clone()
     };
     let pki = generate(&names, &addresses)?;
+    write_pki(dir, &pki)?;
+    println!(
+        "butler-edge init: created the appliance PKI in {}.",
+        dir.display()
+    );
+    let mut sans: Vec<String> = names.clone();
+    sans.extend(addresses.iter().map(IpAddr::to_string));
+    print_summary(dir, &pki.ca_fingerprint, Some(&sans));
+    Ok(())
+}
 
+/// A directory provisioned before: complete (say so, change nothing) or not (refuse).
+fn report_existing(dir: &Path, ca_path: &Path) -> Result<(), InitError> {
+    let missing: Vec<&str> = FILES
+        .iter()
+        .copied()
+        .filter(|f| !dir.join(f).exists())
+        .collect();
+    if !missing.is_empty() {
+        return Err(InitError::Incomplete {
+            dir: dir.to_path_buf(),
+            missing: missing.join(", "),
+        });
+    }
+    let fingerprint = fingerprint_of_pem_file(ca_path)?;
+    println!(
+        "butler-edge init: {} already holds the appliance PKI; nothing changed.",
+        dir.display()
+    );
+    print_summary(dir, &fingerprint, None);
+    Ok(())
+}
+
+/// Writes the files with their modes, `ca.crt` last (its presence means "provisioned").
+fn write_pki(dir: &Path, pki: &Pki) -> Result<(), InitError> {
+    let ca_path = dir.join("ca.crt");
     let group = service_group();
     create_dir(dir, 0o750, group)?;
     create_dir(&dir.join("admin"), 0o700, None)?;
@@ -172,16 +190,7 @@ pub fn run(args: &InitArgs) -> Result<(), InitError> {
     )?;
     // Last: its presence means "provisioned".
     write_file(&ca_path, pki.ca_cert.as_bytes(), 0o644, group)?;
-    sync_dir(dir)?;
-
-    println!(
-        "butler-edge init: created the appliance PKI in {}.",
-        dir.display()
-    );
-    let mut sans: Vec<String> = names.clone();
-    sans.extend(addresses.iter().map(IpAddr::to_string));
-    print_summary(dir, &pki.ca_fingerprint, Some(&sans));
-    Ok(())
+    sync_dir(dir)
 }
 
 fn print_summary(dir: &Path, fingerprint: &str, sans: Option<&[String]>) {

@@ -13,92 +13,26 @@ use crate::http::response::{ResponseBody, json};
 use crate::pki::read_cert_summaries;
 use crate::security::inventory::{CertificateFile, Expiry, certificate_files};
 
+/// How one check came out, for the overall status.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Verdict {
+    Ok,
+    /// Still doing its job, with a part not working (200).
+    Degraded,
+    /// Cannot do its job (503).
+    Failed,
+}
+
 pub fn health(state: &AppState) -> Response<ResponseBody> {
-    let mut failed = false;
-    let mut degraded = false;
-
-    let database = match &state.store {
-        None => json!({"status": "disabled"}),
-        Some(store) => match store.counts() {
-            Ok((namespaces, keys)) => {
-                let mut check = json!({
-                    "status": "ok",
-                    "path": store.path().display().to_string(),
-                    "namespaces": namespaces,
-                    "keys": keys,
-                });
-                // Seen even with the free-space guard off: the disk filled up under us.
-                if store.writes_blocked_by_full_disk() {
-                    degraded = true;
-                    check["status"] = json!("writes refused");
-                    check["message"] = json!(
-                        "the last write failed for lack of disk space; writes get 507 until \
-                         space is freed, reads work"
-                    );
-                }
-                check
-            }
-            Err(e) => {
-                failed = true;
-                json!({"status": "fail", "path": store.path().display().to_string(), "error": e.to_string()})
-            }
-        },
-    };
-
-    let disk = match &state.disk_guard {
-        None => json!({"status": "disabled"}),
-        Some(guard) => match guard.free_bytes() {
-            Ok(free) if free < guard.min_free_bytes() => {
-                degraded = true;
-                json!({"status": "low", "freeBytes": free, "minFreeBytes": guard.min_free_bytes(),
-                       "message": "key-value writes are refused (507) until space is freed"})
-            }
-            Ok(free) => {
-                json!({"status": "ok", "freeBytes": free, "minFreeBytes": guard.min_free_bytes()})
-            }
-            Err(e) => {
-                degraded = true;
-                json!({"status": "unknown", "error": e})
-            }
-        },
-    };
-
-    let qrs = qrs_check(state, &mut degraded);
-
-    let mut certificates = Vec::new();
-    for CertificateFile { purpose, path } in certificate_files(&state.config) {
-        let entry = match read_cert_summaries(&path) {
-            Ok(certs) => {
-                let leaf = &certs[0];
-                let days_left = leaf.days_left();
-                let status = match Expiry::of(days_left) {
-                    Expiry::Expired => {
-                        failed = true;
-                        "expired"
-                    }
-                    Expiry::Expiring => {
-                        degraded = true;
-                        "expiring"
-                    }
-                    Expiry::Valid => "ok",
-                };
-                json!({"purpose": purpose, "file": path.display().to_string(), "subject": leaf.subject,
-                       "notAfter": leaf.not_after_text, "daysLeft": days_left, "status": status})
-            }
-            Err(e) => {
-                failed = true;
-                json!({"purpose": purpose, "file": path.display().to_string(), "status": "fail", "error": e})
-            }
-        };
-        certificates.push(entry);
-    }
-
-    let status = if failed {
-        "fail"
-    } else if degraded {
-        "degraded"
-    } else {
-        "ok"
+    let (database, db) = database_check(state);
+    let (disk, dk) = disk_check(state);
+    let (qrs, qr) = qrs_check(state);
+    let (certificates, certs) = certificate_checks(state);
+    let verdict = [db, dk, qr, certs].into_iter().max().unwrap_or(Verdict::Ok);
+    let status = match verdict {
+        Verdict::Failed => "fail",
+        Verdict::Degraded => "degraded",
+        Verdict::Ok => "ok",
     };
     let body: Value = json!({
         "status": status,
@@ -111,7 +45,7 @@ pub fn health(state: &AppState) -> Response<ResponseBody> {
             "certificates": certificates,
         },
     });
-    let code = if failed {
+    let code = if verdict == Verdict::Failed {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
@@ -119,27 +53,107 @@ pub fn health(state: &AppState) -> Response<ResponseBody> {
     json(code, &body)
 }
 
+/// The database answers a read; writes refused after a full disk are `degraded`.
+fn database_check(state: &AppState) -> (Value, Verdict) {
+    let Some(store) = &state.store else {
+        return (json!({"status": "disabled"}), Verdict::Ok);
+    };
+    match store.counts() {
+        Ok((namespaces, keys)) => {
+            let mut check = json!({
+                "status": "ok",
+                "path": store.path().display().to_string(),
+                "namespaces": namespaces,
+                "keys": keys,
+            });
+            // Seen even with the free-space guard off: the disk filled up under us.
+            if store.writes_blocked_by_full_disk() {
+                check["status"] = json!("writes refused");
+                check["message"] = json!(
+                    "the last write failed for lack of disk space; writes get 507 until \
+                     space is freed, reads work"
+                );
+                return (check, Verdict::Degraded);
+            }
+            (check, Verdict::Ok)
+        }
+        Err(e) => (
+            json!({"status": "fail", "path": store.path().display().to_string(), "error": e.to_string()}),
+            Verdict::Failed,
+        ),
+    }
+}
+
+/// Free space against the guard's threshold.
+fn disk_check(state: &AppState) -> (Value, Verdict) {
+    let Some(guard) = &state.disk_guard else {
+        return (json!({"status": "disabled"}), Verdict::Ok);
+    };
+    match guard.free_bytes() {
+        Ok(free) if free < guard.min_free_bytes() => (
+            json!({"status": "low", "freeBytes": free, "minFreeBytes": guard.min_free_bytes(),
+                   "message": "key-value writes are refused (507) until space is freed"}),
+            Verdict::Degraded,
+        ),
+        Ok(free) => (
+            json!({"status": "ok", "freeBytes": free, "minFreeBytes": guard.min_free_bytes()}),
+            Verdict::Ok,
+        ),
+        Err(e) => (json!({"status": "unknown", "error": e}), Verdict::Degraded),
+    }
+}
+
+/// Each certificate file the config uses (the inventory `check-config` and the expiry
+/// warnings use too): its leaf's expiry.
+fn certificate_checks(state: &AppState) -> (Vec<Value>, Verdict) {
+    let mut verdict = Verdict::Ok;
+    let mut certificates = Vec::new();
+    for CertificateFile { purpose, path } in certificate_files(&state.config) {
+        let file = path.display().to_string();
+        let (entry, seen) = match read_cert_summaries(&path) {
+            Ok(certs) => {
+                let leaf = &certs[0];
+                let days_left = leaf.days_left();
+                let (status, seen) = match Expiry::of(days_left) {
+                    Expiry::Expired => ("expired", Verdict::Failed),
+                    Expiry::Expiring => ("expiring", Verdict::Degraded),
+                    Expiry::Valid => ("ok", Verdict::Ok),
+                };
+                let entry = json!({"purpose": purpose, "file": file, "subject": leaf.subject,
+                       "notAfter": leaf.not_after_text, "daysLeft": days_left, "status": status});
+                (entry, seen)
+            }
+            Err(e) => (
+                json!({"purpose": purpose, "file": file, "status": "fail", "error": e}),
+                Verdict::Failed,
+            ),
+        };
+        verdict = verdict.max(seen);
+        certificates.push(entry);
+    }
+    (certificates, verdict)
+}
+
 /// How QRS was lately, from the start-task calls and the idle probe. QRS being away makes the
 /// service `degraded`, not failed: the key-value store still works, and starts say why they
 /// fail.
-fn qrs_check(state: &AppState, degraded: &mut bool) -> Value {
+fn qrs_check(state: &AppState) -> (Value, Verdict) {
     if let Some(why) = &state.config.start_task.not_set_up {
-        *degraded = true;
-        return json!({"status": "not set up", "message": why});
+        return (
+            json!({"status": "not set up", "message": why}),
+            Verdict::Degraded,
+        );
     }
     let Some(st) = &state.start_task else {
-        return json!({"status": "disabled"});
+        return (json!({"status": "disabled"}), Verdict::Ok);
     };
     let qrs = st.starter.qrs();
     let seen = qrs.reachability();
     let now = crate::clock::now_ms();
-    let status = match seen.reachable() {
-        Some(true) => "ok",
-        Some(false) => {
-            *degraded = true;
-            "unreachable"
-        }
-        None => "unknown",
+    let (status, verdict) = match seen.reachable() {
+        Some(true) => ("ok", Verdict::Ok),
+        Some(false) => ("unreachable", Verdict::Degraded),
+        None => ("unknown", Verdict::Ok),
     };
     let mut check = json!({"status": status, "host": qrs.host()});
     if let Some(at) = seen.last_answer_ms {
@@ -149,7 +163,7 @@ fn qrs_check(state: &AppState, degraded: &mut bool) -> Value {
     if let Some((at, error)) = &seen.last_failure {
         check["lastFailure"] = json!({"at": rfc3339(*at), "error": error});
     }
-    check
+    (check, verdict)
 }
 
 fn rfc3339(unix_ms: u64) -> String {

@@ -37,8 +37,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
 use super::access_log;
-use super::connections::{Admission, Connection, Registry};
+use super::connections::{Admission, Connection, Registry, Tracked};
 use super::handler::Handler;
+use super::response::ResponseBody;
 use crate::authz::{Caller, CertIdentity};
 use crate::config::Limits;
 use crate::metrics::Metrics;
@@ -122,44 +123,26 @@ pub async fn serve<H: Handler>(
         state.metrics.connections.clone(),
     );
     let reserve = Arc::new(Semaphore::new(RESERVE));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
+    let builder = Arc::new(http_builder(&limits));
+    let probe = state.accept_probe.clone();
 
     loop {
         // A reserve place first, so that at most RESERVE accepted connections wait for a
         // slot; beyond that, newcomers wait in the kernel's backlog.
-        let place = tokio::select! {
-            place = reserve.clone().acquire_owned() => match place {
-                Ok(place) => place,
-                Err(_) => break,
-            },
-            _ = shutdown.changed() => break,
-            _ = state.accept_probe.asked() => {
-                state.accept_probe.answer();
+        let place =
+            match until_shutdown(reserve.clone().acquire_owned(), &mut shutdown, &probe).await {
+                Some(Ok(place)) => place,
+                Some(Err(_)) | None => break,
+            };
+        let (stream, peer) = match until_shutdown(listener.accept(), &mut shutdown, &probe).await {
+            Some(Ok(accepted)) => accepted,
+            Some(Err(e)) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
-            _ = state.accept_probe.asked() => {
-                state.accept_probe.answer();
-                continue;
-            }
+            None => break,
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
@@ -182,9 +165,42 @@ pub async fn serve<H: Handler>(
             Admission::Refused => break,
         }
     }
-
     drop(listener);
-    let timeout = state.shutdown_timeout;
+    drain(&registry, state.shutdown_timeout).await;
+}
+
+/// hyper's HTTP/1.1 and HTTP/2 server with our header read timeout.
+fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    builder
+}
+
+/// Waits for `wanted` while answering the watchdog's probe (which proves this loop is still
+/// polled); `None` once shutdown has been requested.
+async fn until_shutdown<T>(
+    wanted: impl Future<Output = T>,
+    shutdown: &mut ShutdownSignal,
+    probe: &AcceptProbe,
+) -> Option<T> {
+    tokio::pin!(wanted);
+    loop {
+        tokio::select! {
+            value = &mut wanted => return Some(value),
+            _ = shutdown.changed() => return None,
+            _ = probe.asked() => probe.answer(),
+        }
+    }
+}
+
+/// Asks every connection to finish its in-flight request and close, and waits for them
+/// within the shutdown timeout.
+async fn drain(registry: &Registry, timeout: Duration) {
     tracing::info!(
         connections = registry.count(),
         "no longer accepting connections; finishing in-flight requests"
@@ -276,21 +292,24 @@ async fn run_connection<H: Handler>(
     }
 }
 
-/// Serves HTTP/1.1 or HTTP/2 on one established (possibly TLS) connection until the
-/// peer leaves, or it is closed: idle for `idleTimeoutMs`, evicted, or shutdown.
-async fn serve_connection<I, H>(
-    io: TokioIo<I>,
+/// The hyper service of one connection: each request is counted in flight, answered by the
+/// handler with the caller's current permissions, and recorded in the access log.
+fn request_service<H: Handler>(
+    state: Arc<Server<H>>,
     peer: SocketAddr,
     caller: Caller,
-    state: Arc<Server<H>>,
-    builder: &auto::Builder<TokioExecutor>,
-    connection: Connection,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    H: Handler,
-{
+    connection: &Connection,
+) -> impl hyper::service::Service<
+    http::Request<Incoming>,
+    Response = http::Response<Tracked<ResponseBody>>,
+    Error = std::convert::Infallible,
+    Future = impl Future<
+        Output = Result<http::Response<Tracked<ResponseBody>>, std::convert::Infallible>,
+    > + Send
+             + 'static,
+> {
     let requests = connection.requests();
-    let service = service_fn(move |req: http::Request<Incoming>| {
+    service_fn(move |req: http::Request<Incoming>| {
         let state = state.clone();
         // In flight from here until hyper has taken the whole response body.
         let in_flight = requests.start();
@@ -314,7 +333,23 @@ async fn serve_connection<I, H>(
             );
             Ok::<_, std::convert::Infallible>(in_flight.attach(handled.response))
         }
-    });
+    })
+}
+
+/// Serves HTTP/1.1 or HTTP/2 on one established (possibly TLS) connection until the
+/// peer leaves, or it is closed: idle for `idleTimeoutMs`, evicted, or shutdown.
+async fn serve_connection<I, H>(
+    io: TokioIo<I>,
+    peer: SocketAddr,
+    caller: Caller,
+    state: Arc<Server<H>>,
+    builder: &auto::Builder<TokioExecutor>,
+    connection: Connection,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Handler,
+{
+    let service = request_service(state, peer, caller, &connection);
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     let idle_timeout = connection.idle_timeout();
