@@ -123,6 +123,9 @@ fn speaks_the_systemd_notify_protocol() {
     );
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "exit status {}", out.status);
+    let log = String::from_utf8_lossy(&out.stderr);
+    // The line the next test relies on being absent without a watchdog.
+    assert!(log.contains("systemd watchdog enabled"), "{log}");
 }
 
 #[test]
@@ -135,7 +138,7 @@ fn without_a_watchdog_no_pings_are_sent() {
     socket
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .arg("--config")
         .arg(&config)
         .arg("--data-dir")
@@ -144,13 +147,28 @@ fn without_a_watchdog_no_pings_are_sent() {
         .env_remove("WATCHDOG_USEC")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     assert!(wait_for_message(&socket, "READY=1", Duration::from_secs(20)).is_some());
     assert!(wait_for_message(&socket, "WATCHDOG=1", Duration::from_secs(1)).is_none());
-    let _ = child.kill();
-    let _ = child.wait();
+    // A ping at any period would come after the watchdog task starts, which it announces;
+    // with no watchdog it must not start at all. Every datagram up to the end is checked.
+    terminate(&child);
+    let mut buf = [0u8; 4096];
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen.iter().any(|m: &String| m.contains("STOPPING=1")) && Instant::now() < deadline {
+        if let Ok(n) = socket.recv(&mut buf) {
+            seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit status {}: {log}", out.status);
+    assert!(!seen.iter().any(|m| m.contains("WATCHDOG=1")), "{seen:?}");
+    assert!(seen.iter().any(|m| m.contains("STOPPING=1")), "{seen:?}");
+    assert!(!log.contains("systemd watchdog enabled"), "{log}");
 }
 
 #[test]
@@ -193,7 +211,10 @@ fn root_is_refused_outside_systemd_without_user() {
 #[test]
 fn user_flag_drops_root_after_binding() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED user_flag_drops_root_after_binding: needs root to drop privileges");
+        support::skip(
+            "user_flag_drops_root_after_binding",
+            "needs root to drop privileges",
+        );
         return;
     }
     let nobody = nix::unistd::User::from_name("nobody")

@@ -195,10 +195,13 @@ impl Tmpfs {
     /// error of the machine, not a reason to skip.
     fn mount(size: &str, test: &str) -> Option<Tmpfs> {
         if !is_root() {
-            eprintln!(
-                "\n*** SKIPPED {test}: mounting a tmpfs needs root and this test runs as uid {}. \
-                 The nearly-full-disk scenario did NOT run; run the tests as root (CI does). ***\n",
-                nix::unistd::geteuid()
+            support::skip(
+                test,
+                &format!(
+                    "mounting a tmpfs needs root and this test runs as uid {}; the \
+                     nearly-full-disk scenario did NOT run (run the tests as root, as CI does)",
+                    nix::unistd::geteuid()
+                ),
             );
             return None;
         }

@@ -8,7 +8,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::server::{KV_CONFIG, Server, client, json_of};
+use support::pki::{Ca, CertSpec, Validity};
+use support::server::{KV_CONFIG, Server, TLS_CONFIG, client, json_of};
+use support::tls_client::{Versions, client_config, reqwest_client};
 
 const ENABLED: &str = "ButlerEdge:\n  endpointsEnable:\n    health: true\n    metrics: true\n";
 
@@ -79,7 +81,88 @@ fn health_reports_database_disk_and_certificates() {
     assert_eq!(disk["status"], "ok", "{body}");
     assert!(disk["freeBytes"].as_u64().unwrap() > 0, "{body}");
     assert_eq!(disk["minFreeBytes"], 64 << 20);
-    assert!(body["checks"]["certificates"].is_array(), "{body}");
+    // No HTTPS, no QRS: no certificate files to watch.
+    assert_eq!(
+        body["checks"]["certificates"],
+        serde_json::json!([]),
+        "{body}"
+    );
+}
+
+/// An HTTPS server whose certificate and chain file are what the test says, with health on.
+fn https_health(server_validity: Validity, chain: Option<Validity>) -> (Ca, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("Server CA");
+    ca.issue(&CertSpec::server(&["localhost", "127.0.0.1"]).validity(server_validity))
+        .write(dir.path(), "server");
+    let mut config = TLS_CONFIG.to_string();
+    if let Some(validity) = chain {
+        let other = Ca::new("Chain CA");
+        let cert = other.issue(&CertSpec::server(&["chain"]).validity(validity));
+        std::fs::write(dir.path().join("chain.pem"), &cert.cert_pem).unwrap();
+        config = config.replace(
+            "      key: {dir}/server_key.pem\n",
+            "      key: {dir}/server_key.pem\n      ca: {dir}/chain.pem\n",
+        );
+    }
+    config.push_str("ButlerEdge:\n  endpointsEnable:\n    health: true\n");
+    let data = dir.path().join("data");
+    (ca, Server::start_in(dir, data, &config))
+}
+
+fn https_get_json(ca: &Ca, server: &Server, path: &str) -> (u16, Value) {
+    let client = reqwest_client(client_config(
+        &ca.cert_pem,
+        None,
+        &[b"http/1.1"],
+        Versions::Both,
+    ));
+    json_of(client.get(server.https_url(path)).send().unwrap())
+}
+
+#[test]
+fn health_reports_a_certificate_close_to_expiry_as_degraded() {
+    let (ca, server) = https_health(Validity::EndsInDays(10), None);
+    let (status, body) = https_get_json(&ca, &server, "/health");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "degraded", "{body}");
+    let certs = body["checks"]["certificates"].as_array().unwrap();
+    assert_eq!(certs.len(), 1, "{body}");
+    let cert = &certs[0];
+    assert_eq!(cert["status"], "expiring", "{body}");
+    assert_eq!(
+        cert["purpose"], "HTTPS server, Butler.restServerConfig.tls.cert",
+        "{body}"
+    );
+    assert!(
+        cert["file"].as_str().unwrap().ends_with("server.pem"),
+        "{body}"
+    );
+    let days = cert["daysLeft"].as_i64().unwrap();
+    assert!((9..=10).contains(&days), "{body}");
+    assert!(
+        cert["subject"].as_str().unwrap().contains("localhost"),
+        "{body}"
+    );
+}
+
+#[test]
+fn health_fails_with_503_when_a_configured_certificate_has_expired() {
+    let (ca, server) = https_health(Validity::Current, Some(Validity::Expired));
+    let (status, body) = https_get_json(&ca, &server, "/health");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "fail", "{body}");
+    let certs = body["checks"]["certificates"].as_array().unwrap();
+    let statuses: Vec<&str> = certs
+        .iter()
+        .map(|c| c["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["ok", "expired"], "{body}");
+    assert_eq!(
+        certs[1]["purpose"], "HTTPS chain, Butler.restServerConfig.tls.ca",
+        "{body}"
+    );
+    assert!(certs[1]["daysLeft"].as_i64().unwrap() < 0, "{body}");
 }
 
 #[test]

@@ -6,6 +6,8 @@
 //! `.ci/run`) installs; outside CI a machine without it skips with a loud message, in CI the
 //! test fails.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -27,13 +29,10 @@ fn analyze(unit: &Path) -> Option<(f64, String)> {
     {
         Ok(output) => output,
         Err(e) => {
-            let why =
-                format!("systemd-analyze cannot run here ({e}); install Debian's systemd package");
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{why}: CI must run this test"
+            support::skip(
+                "systemd-analyze",
+                &format!("systemd-analyze cannot run here ({e}); install Debian's systemd package"),
             );
-            eprintln!("\n!!!!!!!! SKIPPED: {why} !!!!!!!!\n");
             return None;
         }
     };

@@ -4,13 +4,13 @@
 //! with an EC P-256 client certificate, and with an RSA-2048 one (what Sense exports), plus
 //! plain HTTP as the floor.
 //!
-//! Not a test of behaviour but a measurement that prints figures; run it on a release build:
-//! `cargo test --release --test mtls_cost -- --ignored --nocapture`
-//! (`MTLS_COST_SECS` sets the seconds per figure, default 5; `MTLS_COST_THREADS` the
-//! concurrent clients, default 4). Client and server share the machine, so the rates are for
+//! Not a test of behaviour but a measurement that prints figures: `cargo bench --bench
+//! mtls_cost` (the bench profile is the release build; `MTLS_COST_SECS` sets the seconds per
+//! figure, default 5; `MTLS_COST_THREADS` the concurrent clients, default 4). Client and server share the machine, so the rates are for
 //! comparison, not capacity; the server's own CPU time per connection and per request (from
 //! /proc) is printed beside them, which the client's share does not distort.
 
+#[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::io::{Read, Write};
@@ -179,9 +179,7 @@ struct Pki {
     callers: Ca,
 }
 
-#[test]
-#[ignore = "measurement: run with --release -- --ignored --nocapture"]
-fn mtls_cost_side_by_side() {
+fn main() {
     let secs = env_number("MTLS_COST_SECS", 5);
     let threads = env_number("MTLS_COST_THREADS", 4) as usize;
     let server_ca = Ca::new("Server CA");
