@@ -30,15 +30,7 @@ fn hostile_server() -> Server {
 }
 
 fn assert_butler_error(response: &RawResponse, status: u16, message_part: &str) {
-    let body = response.json();
-    assert_eq!(response.status, status, "body: {body}");
-    assert_eq!(body["statusCode"], json!(status), "body: {body}");
-    assert!(body["error"].is_string(), "body: {body}");
-    let message = body["message"].as_str().unwrap_or_default();
-    assert!(
-        message.contains(message_part),
-        "message {message:?} should contain {message_part:?}"
-    );
+    support::butler::assert_butler_error(response.status, &response.json(), status, message_part);
 }
 
 /// The well-behaved client saw no failure and no stall.

@@ -42,7 +42,11 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// The runtime's clock (the wall clock in production), so that idle deadlines follow tokio's paused
+// clock in tests.
+use tokio::time::Instant;
 
 use crate::metrics::ConnectionStats;
 use hyper::body::{Body, Frame, SizeHint};

@@ -26,7 +26,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// The runtime's clock (the wall clock in production), so that idle deadlines follow tokio's paused
+// clock in tests.
+use tokio::time::Instant;
 
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -357,7 +361,7 @@ async fn serve_connection<I, H>(
     let first_check = connection
         .idle_deadline()
         .unwrap_or_else(|| Instant::now() + idle_timeout);
-    let timer = tokio::time::sleep_until(first_check.into());
+    let timer = tokio::time::sleep_until(first_check);
     tokio::pin!(timer);
     // Set once the connection has been asked to close; it then has CLOSE_GRACE.
     let mut closing = false;
@@ -373,7 +377,7 @@ async fn serve_connection<I, H>(
                 tracing::debug!(peer = %peer, "closing the connection (evicted or shutting down)");
                 conn.as_mut().graceful_shutdown();
                 closing = true;
-                timer.as_mut().reset(tokio::time::Instant::now() + CLOSE_GRACE);
+                timer.as_mut().reset(Instant::now() + CLOSE_GRACE);
             }
             () = &mut timer => {
                 let now = Instant::now();
@@ -384,7 +388,7 @@ async fn serve_connection<I, H>(
                     }
                     // A request still in flight finishes first (bounded by its own
                     // timeouts and, at shutdown, by the shutdown timeout).
-                    timer.as_mut().reset((now + CLOSE_GRACE).into());
+                    timer.as_mut().reset(now + CLOSE_GRACE);
                     continue;
                 }
                 match connection.idle_deadline() {
@@ -397,17 +401,17 @@ async fn serve_connection<I, H>(
                             );
                             conn.as_mut().graceful_shutdown();
                             closing = true;
-                            timer.as_mut().reset((now + CLOSE_GRACE).into());
+                            timer.as_mut().reset(now + CLOSE_GRACE);
                         } else {
                             // A request began, or an eviction got there first (its
                             // close request is pending).
-                            timer.as_mut().reset((now + idle_timeout).into());
+                            timer.as_mut().reset(now + idle_timeout);
                         }
                     }
-                    Some(deadline) => timer.as_mut().reset(deadline.into()),
+                    Some(deadline) => timer.as_mut().reset(deadline),
                     // A request in flight: look again one idle timeout from now, by
                     // which time it has ended (and its idle time begun) or not.
-                    None => timer.as_mut().reset((now + idle_timeout).into()),
+                    None => timer.as_mut().reset(now + idle_timeout),
                 }
             }
         }

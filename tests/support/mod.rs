@@ -2,7 +2,9 @@
 //! `mod support;` and uses only part of it.
 #![allow(dead_code)]
 
+pub mod butler;
 pub mod fake_qrs;
+pub mod in_process;
 pub mod pki;
 pub mod raw;
 pub mod server;
