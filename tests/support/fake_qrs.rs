@@ -7,7 +7,9 @@
 //! - the xrfkey rule: `xrfkey` query parameter and `X-Qlik-Xrfkey` header, both present, equal and
 //!   16 characters, else 403; `X-Qlik-User` required;
 //! - `GET /qrs/task?filter=…` (condensed) and `GET /qrs/task/full?filter=…` with QRS filter syntax
-//!   (`eq`, `and`, `or`, parentheses, `'…'` strings with `''` escaping), the query percent-decoded
+//!   (`eq`, `and`, `or`, parentheses, `'…'` strings with backslash escapes, `\'` and `\\`, as a
+//!   live QRS parses them; a doubled quote `''` or a double-quoted value is a 400 "Cannot parse
+//!   the expression", as QRS answers), the query percent-decoded
 //!   the way .NET does it (`+` is a space); a condition on a collection (tags, custom properties)
 //!   matches when any element matches, each condition on its own, as QRS does;
 //! - `POST /qrs/task/{id}/start/synchronous` → 201 `{"value":"<session id>"}`, the all-zero id for a
@@ -580,7 +582,7 @@ async fn route(
             let full = segments.len() == 3;
             let filter = match query.get("filter").map(|f| parse_filter(f)).transpose() {
                 Ok(f) => f,
-                Err(e) => return text(400, &format!("Invalid filter: {e}")),
+                Err(e) => return cannot_parse(&e),
             };
             let s = shared.lock();
             let tasks: Vec<Value> = s
@@ -639,7 +641,7 @@ async fn route(
         ("GET", ["qrs", "executionresult"]) => {
             let filter = match query.get("filter").map(|f| parse_filter(f)).transpose() {
                 Ok(f) => f,
-                Err(e) => return text(400, &format!("Invalid filter: {e}")),
+                Err(e) => return cannot_parse(&e),
             };
             let s = shared.lock();
             let results: Vec<Value> = s
@@ -776,9 +778,21 @@ fn tokenize(s: &str) -> Result<Vec<Token>, String> {
             loop {
                 match chars.get(i) {
                     None => return Err(format!("unterminated string in {s:?}")),
+                    // A backslash takes the next character literally (`\'`, `\\`).
+                    Some('\\') => match chars.get(i + 1) {
+                        Some(c) => {
+                            value.push(*c);
+                            i += 2;
+                        }
+                        None => return Err(format!("unterminated string in {s:?}")),
+                    },
+                    // QRS does not read OData's doubled quote as an escape: `'a''b'` is two
+                    // literals in a row, which its parser rejects.
                     Some('\'') if chars.get(i + 1) == Some(&'\'') => {
-                        value.push('\'');
-                        i += 2;
+                        return Err(format!(
+                            "a literal follows a literal at {}: escape a quote as \\' in {s:?}",
+                            i + 1
+                        ));
                     }
                     Some('\'') => {
                         i += 1;
@@ -791,15 +805,24 @@ fn tokenize(s: &str) -> Result<Vec<Token>, String> {
                 }
             }
             tokens.push(Token::Str(value));
+        } else if c == '"' {
+            return Err(format!(
+                "double-quoted values are not literals at {i}: quote with ' in {s:?}"
+            ));
         } else {
             let start = i;
-            while i < chars.len() && !chars[i].is_whitespace() && !"()'".contains(chars[i]) {
+            while i < chars.len() && !chars[i].is_whitespace() && !"()'\"".contains(chars[i]) {
                 i += 1;
             }
             tokens.push(Token::Word(chars[start..i].iter().collect()));
         }
     }
     Ok(tokens)
+}
+
+/// QRS's answer to a filter it cannot parse.
+fn cannot_parse(detail: &str) -> Response<Full<Bytes>> {
+    text(400, &format!("Cannot parse the expression ({detail})"))
 }
 
 /// Parses a QRS filter: `or` binds looser than `and`; operands are `field eq value`.
