@@ -146,6 +146,18 @@ pub async fn start(
                 ),
             )
             }
+            StartError::Deadline(_) => {
+                state.metrics.qrs_unreachable();
+                ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "QRS at {} is too slow: {e}. Check that QRS answers (GET /qrs/about) \
+                         and is not overloaded, or raise ButlerEdge.qrs.requestDeadlineMs \
+                         (keep it below 15 s: callers are promised an answer within 15 s)",
+                        st.starter.qrs_host()
+                    ),
+                )
+            }
             StartError::KeyValue(api_error) => api_error,
         })?;
     // A task named by id, tag and custom property is started once: count it once.

@@ -307,6 +307,20 @@ mod tests {
         assert!(c.kv.enable);
         assert_eq!(c.kv.max_keys_per_namespace, 1000);
         assert!(c.ignored_keys.is_empty(), "{:?}", c.ignored_keys);
+        // Start-task is served (503 naming what to fill in), not a 404.
+        assert!(c.endpoints.sense_start_task && c.start_task.enabled);
+        assert!(c.start_task.not_set_up.is_some());
+        assert_eq!(
+            c.start_task.starter.request_deadline,
+            Duration::from_secs(10)
+        );
+        // Anything that fits in the body fits in the store, as in Butler.
+        let l = &c.edge.limits;
+        assert_eq!(l.max_body_bytes, 1 << 20);
+        assert_eq!(
+            (l.max_namespace_bytes, l.max_key_bytes, l.max_value_bytes),
+            (1 << 20, 1 << 20, 1 << 20)
+        );
     }
 
     #[test]
