@@ -30,6 +30,10 @@ use super::{StoreError, db_err, is_live, now_ms};
 
 /// The most requests one transaction takes; bounds commit latency under a flood.
 const MAX_BATCH_REQUESTS: usize = 4096;
+/// The most key and value bytes one transaction takes (a request over it still goes alone):
+/// with values of up to 1 MB, a batch of 4096 requests could otherwise hold gigabytes of
+/// dirty pages in one commit.
+const MAX_BATCH_BYTES: u64 = 64 << 20;
 /// The most expired entries one transaction removes.
 const MAX_PURGE_PER_TXN: usize = 10_000;
 
@@ -174,12 +178,22 @@ fn run(
     sweeper: &Sweeper,
     stats: &WriterStats,
 ) {
+    // A request that would have made the last batch too big starts the next one.
+    let mut held: Option<Message> = None;
     // recv() fails once every sender is gone and the queue is empty.
-    while let Ok(first) = receiver.recv() {
+    while let Some(first) = held.take().or_else(|| receiver.recv().ok()) {
+        let mut bytes = message_bytes(&first);
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH_REQUESTS {
+        while batch.len() < MAX_BATCH_REQUESTS && bytes < MAX_BATCH_BYTES {
             match receiver.try_recv() {
-                Ok(message) => batch.push(message),
+                Ok(message) if bytes + message_bytes(&message) > MAX_BATCH_BYTES => {
+                    held = Some(message);
+                    break;
+                }
+                Ok(message) => {
+                    bytes += message_bytes(&message);
+                    batch.push(message);
+                }
                 Err(_) => break,
             }
         }
@@ -301,9 +315,19 @@ fn commit_batch(
 /// Roughly what a batch adds to the database (keys and values), for the free-space
 /// check after a full disk.
 fn payload_bytes(requests: &[(Vec<WriteOp>, Reply)]) -> u64 {
-    requests
-        .iter()
-        .flat_map(|(ops, _)| ops)
+    requests.iter().map(|(ops, _)| ops_bytes(ops)).sum()
+}
+
+/// What a queued message adds to a batch, for [`MAX_BATCH_BYTES`].
+fn message_bytes(message: &Message) -> u64 {
+    match message {
+        Message::Write { ops, .. } => ops_bytes(ops),
+        Message::Ping { .. } => 0,
+    }
+}
+
+fn ops_bytes(ops: &[WriteOp]) -> u64 {
+    ops.iter()
         .map(|op| match op {
             WriteOp::Put {
                 namespace,
