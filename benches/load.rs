@@ -280,20 +280,21 @@ fn request(
 ) -> (http::Request<Full<Bytes>>, u16) {
     let host = format!("{}:{}", target.host, target.port);
     let builder = http::Request::builder().header(http::header::HOST, host);
-    let write = |builder: http::request::Builder| {
-        let body = format!(
-            "{{\"key\":\"r{run}-c{conn}-{seq}\",\"value\":\"{VALUE_64}\",\"ttl\":86400000}}"
-        );
+    // A new key (unique per run, connection and request) with a day's TTL.
+    let new_key = |builder: http::request::Builder, namespace: &str, key: &str, value: &str| {
+        let body = format!("{{\"key\":\"{key}\",\"value\":\"{value}\",\"ttl\":86400000}}");
         (
             builder
                 .method("POST")
-                .uri("/v4/keyvalues/bench-write")
+                .uri(format!("/v4/keyvalues/{namespace}"))
                 .header(http::header::CONTENT_TYPE, "application/json")
                 .body(Full::new(Bytes::from(body)))
                 .expect("request"),
             201,
         )
     };
+    let unique = format!("r{run}-c{conn}-{seq}");
+    let write = |builder| new_key(builder, "bench-write", &unique, VALUE_64);
     let read = |builder: http::request::Builder| {
         let key = rand::random_range(0..READ_KEYS);
         (
@@ -316,18 +317,7 @@ fn request(
         Workload::Write => write(builder),
         Workload::Mix if rand::random_range(0..10) == 0 => write(builder),
         Workload::Mix => read(builder),
-        Workload::BigWrite => (
-            builder
-                .method("POST")
-                .uri("/v4/keyvalues/bench-big-write")
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .body(Full::new(Bytes::from(format!(
-                    "{{\"key\":\"r{run}-c{conn}-{seq}\",\"value\":\"{}\",\"ttl\":86400000}}",
-                    big_value()
-                ))))
-                .expect("request"),
-            201,
-        ),
+        Workload::BigWrite => new_key(builder, "bench-big-write", &unique, big_value()),
         Workload::BigRead => (
             builder
                 .uri(format!(
@@ -339,20 +329,9 @@ fn request(
             200,
         ),
         Workload::LongKey => {
-            let id = format!("r{run}-c{conn}-{seq}-");
-            let key = format!("{id}{}", "k".repeat(LONG_KEY_CHARS - id.len()));
-            (
-                builder
-                    .method("POST")
-                    .uri("/v4/keyvalues/bench-long-key")
-                    .header(http::header::CONTENT_TYPE, "application/json")
-                    .body(Full::new(Bytes::from(format!(
-                        "{{\"key\":\"{key}\",\"value\":\"{}\",\"ttl\":86400000}}",
-                        &big_value()[..LONG_KEY_VALUE_BYTES]
-                    ))))
-                    .expect("request"),
-                201,
-            )
+            let key = format!("{unique}-{}", "k".repeat(LONG_KEY_CHARS - unique.len() - 1));
+            let value = &big_value()[..LONG_KEY_VALUE_BYTES];
+            new_key(builder, "bench-long-key", &key, value)
         }
         Workload::Start | Workload::StartNoDelay => (
             builder

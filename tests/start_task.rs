@@ -137,6 +137,15 @@ fn put(server: &Server, path: &str, body: Value) -> (u16, Value) {
     )
 }
 
+/// A body naming tasks A, B and C by id.
+fn ids_a_b_c() -> Value {
+    json!([
+        {"type": "starttaskid", "payload": {"taskId": A}},
+        {"type": "starttaskid", "payload": {"taskId": B}},
+        {"type": "starttaskid", "payload": {"taskId": C}},
+    ])
+}
+
 fn started_ids(list: &Value) -> Vec<String> {
     list.as_array()
         .unwrap_or_else(|| panic!("not a list: {list}"))
@@ -619,15 +628,7 @@ fn starts_queued_at_the_deadline_are_never_sent() {
         FaultKind::Delay(Duration::from_secs(5)),
     );
     let started = Instant::now();
-    let (status, r) = put(
-        &s.server,
-        "/v4/reloadtask/-/start",
-        json!([
-            {"type": "starttaskid", "payload": {"taskId": A}},
-            {"type": "starttaskid", "payload": {"taskId": B}},
-            {"type": "starttaskid", "payload": {"taskId": C}},
-        ]),
-    );
+    let (status, r) = put(&s.server, "/v4/reloadtask/-/start", ids_a_b_c());
     let elapsed = started.elapsed();
     assert_eq!(status, 200, "{r}");
     assert!(elapsed < Duration::from_millis(2500), "{elapsed:?}");
@@ -746,15 +747,7 @@ fn hanging_resetting_and_failing_qrs_answers_within_bounds() {
     s.qrs
         .add_fault(&format!("/qrs/task/{B}/start"), FaultKind::Reset);
     let started = Instant::now();
-    let (status, r) = put(
-        &s.server,
-        "/v4/reloadtask/-/start",
-        json!([
-            {"type": "starttaskid", "payload": {"taskId": A}},
-            {"type": "starttaskid", "payload": {"taskId": B}},
-            {"type": "starttaskid", "payload": {"taskId": C}},
-        ]),
-    );
+    let (status, r) = put(&s.server, "/v4/reloadtask/-/start", ids_a_b_c());
     assert_eq!(status, 200, "{r}");
     assert!(started.elapsed() < Duration::from_secs(4));
     assert_eq!(started_ids(&r["tasksId"]["started"]), vec![C]);
