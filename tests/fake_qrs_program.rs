@@ -51,32 +51,33 @@ impl Drop for Running {
     }
 }
 
-/// Starts the program and reads its stdout up to the `listening on` line.
+/// Starts the program and reads its stdout up to the `listening on` line. (The child is in
+/// a [`Running`] from the start, so that it is killed and reaped on every path.)
 fn start(args: &[&str]) -> Running {
-    let mut child = Command::new(program())
+    let child = Command::new(program())
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn fake-qrs");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut stdout = Vec::new();
+    let mut running = Running {
+        child,
+        stdout: Vec::new(),
+        addr: String::new(),
+    };
+    let mut lines = BufReader::new(running.child.stdout.take().expect("piped stdout")).lines();
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         let Some(Ok(line)) = lines.next() else { break };
-        stdout.push(line.clone());
+        running.stdout.push(line.clone());
         if let Some(addr) = line.strip_prefix("fake-qrs: listening on ") {
-            return Running {
-                child,
-                addr: addr.to_string(),
-                stdout,
-            };
+            running.addr = addr.to_string();
+            return running;
         }
     }
-    let _ = child.kill();
     panic!(
         "fake-qrs did not say it listens; stdout:\n{}",
-        stdout.join("\n")
+        running.stdout.join("\n")
     );
 }
 
