@@ -90,11 +90,11 @@ pub async fn start(
         }
     }
 
-    let store = if state.config.endpoints.key_value_store {
-        state.store.as_ref()
-    } else {
-        None
-    };
+    // Key-value items are stored only where the key-value API is served (see `KvMode`).
+    let store = state
+        .store
+        .as_ref()
+        .filter(|_| state.config.features.kv_served());
     // Key-value items are stored before any task starts: on a nearly full disk, refuse the
     // whole request (507) rather than start tasks whose parameters could not be kept.
     if store.is_some()

@@ -205,28 +205,28 @@ async fn build_state(
     config: &Arc<Config>,
     data_dir: &Path,
 ) -> Result<(Arc<AppState>, Option<Store>), StartupError> {
-    // The database also keeps start-task's Idempotency-Key answers, so it is opened
-    // when either feature is on; the key-value API is served only when the store is.
-    let store = if config.kv.enable || config.start_task.enabled {
+    let features = &config.features;
+    // The database also keeps start-task's Idempotency-Key answers (see `KvMode`).
+    let store = if features.opens_database() {
         let store = Store::open(data_dir, config.kv.max_keys_per_namespace)?;
         tracing::info!(path = %store.path().display(), "key-value store open");
         Some(store)
     } else {
         None
     };
-    let start_task = match (&store, config.start_task.enabled) {
-        (Some(store), true) if config.start_task.not_set_up.is_none() => {
+    let start_task = match &store {
+        Some(store) if features.start_task_ready() => {
             Some(start_task_state(config, store.clone())?)
         }
         _ => None,
     };
-    if let Some(why) = &config.start_task.not_set_up {
+    if let Some(why) = features.start_task_not_set_up() {
         tracing::warn!("{why}; until then start-task requests get 503");
     }
     if let (Some(st), Some(interval)) = (&start_task, config.start_task.probe_interval) {
         tokio::spawn(probe_when_idle(st.starter.qrs().clone(), interval));
     }
-    let disk_guard = match store.as_ref().filter(|_| config.kv.enable) {
+    let disk_guard = match store.as_ref().filter(|_| features.kv_store_on()) {
         Some(_) => DiskGuard::open(data_dir, config.edge.min_free_disk_bytes)
             .map_err(|source| StartupError::DataDir {
                 path: data_dir.to_path_buf(),
@@ -235,7 +235,7 @@ async fn build_state(
             .map(Arc::new),
         None => None,
     };
-    let served_store = store.clone().filter(|_| config.kv.enable);
+    let served_store = store.clone().filter(|_| features.kv_store_on());
     let metrics = Arc::new(Metrics::new(Sources {
         store: served_store.clone(),
         disk_guard: disk_guard.clone(),
