@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use butler_edge::api::kv::{parse_new_pair, parse_ttl, scalar_text};
+use butler_edge::api::kv_input::{parse_new_pair, parse_ttl, scalar_text};
 use butler_edge::api::start_task::parse_body;
 use butler_edge::config::Limits;
 use butler_edge::http::decode::{path_segment, path_segments, query_pairs};

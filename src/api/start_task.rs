@@ -7,7 +7,7 @@
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use serde_json::Value;
 
-use crate::api::kv::{check_size, namespace_full, parse_ttl, scalar_text};
+use crate::api::kv_input::{namespace_full, start_item};
 use crate::api::state::{AppState, StartTaskState};
 use crate::authz::{Access, EndpointGroup};
 use crate::config::{Limits, describe};
@@ -347,62 +347,8 @@ pub fn parse_body(body: &[u8], limits: &Limits) -> Result<Vec<BodyItem>, ApiErro
                 name: text("customPropertyName")?,
                 value: text("customPropertyValue")?,
             },
-            _ => BodyItem::KeyValue(key_value_item(i, payload, limits)?),
+            _ => BodyItem::KeyValue(start_item(i, payload, limits)?),
         });
     }
     Ok(out)
-}
-
-fn key_value_item(
-    i: usize,
-    payload: &serde_json::Map<String, Value>,
-    limits: &Limits,
-) -> Result<KeyValueItem, ApiError> {
-    let non_empty = |name: &str| -> Result<String, ApiError> {
-        match payload.get(name).and_then(scalar_text) {
-            Some(s) if !s.is_empty() => Ok(s),
-            _ => Err(ApiError::bad_request(format!(
-                "body/{i}/payload/{name} must be a non-empty string, found {}",
-                payload.get(name).map_or("nothing".to_string(), describe)
-            ))),
-        }
-    };
-    let namespace = non_empty("namespace")?;
-    let key = non_empty("key")?;
-    let value = match payload.get("value") {
-        None | Some(Value::Null) => String::new(),
-        Some(v) => scalar_text(v).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "body/{i}/payload/value must be string, found {}",
-                describe(v)
-            ))
-        })?,
-    };
-    check_size(
-        "namespace",
-        &namespace,
-        limits.max_namespace_bytes,
-        "maxNamespaceBytes",
-    )?;
-    check_size("key", &key, limits.max_key_bytes, "maxKeyBytes")?;
-    check_size("value", &value, limits.max_value_bytes, "maxValueBytes")?;
-    // butler_subs.qvs sends `"ttl":"$(vTTL)"` whatever the script passed, so a TTL left out
-    // (the argument is optional) or an empty TTL cell arrives as `""`: Butler stores the pair
-    // with no expiry, and so does this. (`POST /v4/keyvalues` keeps refusing `""`, as Butler
-    // does; `AddKeyValue` sends a TTL there only when it is > 0.)
-    let ttl_field = payload
-        .get("ttl")
-        .filter(|v| !matches!(v, Value::String(s) if s.trim().is_empty()));
-    let ttl = parse_ttl(ttl_field).map_err(|e| {
-        ApiError::bad_request(format!(
-            "body/{i}/payload/{}",
-            e.message.trim_start_matches("body/")
-        ))
-    })?;
-    Ok(KeyValueItem {
-        namespace,
-        key,
-        value,
-        ttl_ms: (ttl > 0).then_some(ttl as u64),
-    })
 }
