@@ -8,10 +8,10 @@
 use http::{Response, StatusCode};
 use serde::Serialize;
 
+use super::kv_input::parse_new_pair;
 pub use super::kv_input::{NewPair, parse_ttl, scalar_text};
-use super::kv_input::{namespace_full, parse_new_pair};
 use crate::config::Limits;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, namespace_full};
 use crate::http::response::{ResponseBody, empty, json};
 use crate::kv::{Rejected, Store, StoreError, WriteOp, WriteOutcome, deadline_for, now_ms};
 

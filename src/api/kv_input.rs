@@ -1,13 +1,12 @@
 //! The key-value pair rules, shared by `POST /v4/keyvalues/{namespace}` and start-task's
 //! `keyvaluestore` items: what text a JSON scalar stores as, what a TTL may be, the size
-//! limits, and the refusal of a full namespace. Each rule is written once; messages name
+//! limits. Each rule is written once; messages name
 //! the field where the caller wrote it (`body/value`, `body/2/payload/value`).
 //!
 //! The two entry points differ only where Butler does: a create names its namespace in the
 //! path and needs a key (a missing one is Butler's "Required parameter is missing"); an item
 //! names both in its payload, and butler_subs.qvs sends an empty TTL there to mean none.
 
-use http::StatusCode;
 use serde_json::{Map, Value};
 
 use crate::config::{Limits, describe};
@@ -148,18 +147,6 @@ pub fn check_size(what: &str, text: &str, limit: usize, setting: &str) -> Result
         )));
     }
     Ok(())
-}
-
-/// The refusal a caller sees when a namespace already holds its limit of keys.
-pub fn namespace_full(namespace: &str, key: &str, limit: u64) -> ApiError {
-    ApiError::new(
-        StatusCode::CONFLICT,
-        format!(
-            "Namespace '{namespace}' already holds its limit of {limit} keys \
-             (Butler.keyValueStore.maxKeysPerNamespace); key '{key}' was not stored. \
-             Delete keys from the namespace or raise the limit"
-        ),
-    )
 }
 
 /// A start-task `keyvaluestore` item's payload (item `i` of the body) as the pair to store.

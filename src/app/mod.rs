@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::api::router::Router;
-use crate::api::state::{AppState, StartTaskState};
+use crate::api::state::AppState;
 use crate::config::{Config, RestServerConfig};
 use crate::disk::DiskGuard;
 use crate::http::server::{self, Server};
@@ -30,7 +30,7 @@ use crate::security::inventory::{warn_expiring, warn_stale_crls};
 use crate::security::tls::TlsSetupError;
 use crate::security::{Security, SecurityHandle, daily_expiry_check};
 use crate::systemd::{self, AcceptProbe, Probe};
-use crate::tasks::Starter;
+use crate::tasks::{StartService, Starter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -322,12 +322,12 @@ async fn reload(security: &Arc<SecurityHandle>, source: Option<PathBuf>) {
     }
 }
 
-fn start_task_state(config: &Config, store: Store) -> Result<StartTaskState, StartupError> {
+fn start_task_state(config: &Config, store: Store) -> Result<StartService, StartupError> {
     let settings = &config.start_task;
     warn_about_qrs_trust(&settings.qrs);
     let qrs = QrsClient::new(&settings.qrs)?;
     tracing::info!(qrs = %qrs.host(), "start-task endpoint enabled");
-    Ok(StartTaskState {
+    Ok(StartService {
         starter: Starter::new(qrs, settings.starter.clone()),
         policy: settings.policy.clone(),
         idempotency: IdempotencyStore::open(store, settings.idempotency_retention)?,

@@ -4,7 +4,8 @@
 //! is reported, then — unlike Butler, which reports every task as started before QRS has
 //! answered — starts each distinct task once through QRS, waits for QRS's answer, and reports
 //! tasks QRS did not start in `failed`. Knows nothing of HTTP requests to our server; the
-//! endpoint hands it a parsed [`StartRequest`].
+//! endpoint hands it a parsed [`StartRequest`]. The [`StartService`] around the starter adds
+//! what a request promises besides the start: `Idempotency-Key` and the disk checks.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -16,6 +17,11 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::qrs::{QrsClient, QrsError, StartOutcome, TaskInfo};
+
+mod service;
+pub use service::{
+    Idempotency, ItemsNotStored, KeyValueTarget, StartFailure, StartService, Started,
+};
 
 /// Which task ids, tags and custom properties a caller may start
 /// (`Butler.startTaskFilter`). Passed in per request so that a per-client policy can be used.
