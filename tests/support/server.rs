@@ -172,6 +172,11 @@ impl Server {
         }
     }
 
+    /// Butler's API on this server (plain HTTP).
+    pub fn butler(&self) -> super::butler::Butler {
+        super::butler::Butler::on_port(self.port)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.port, path)
     }
