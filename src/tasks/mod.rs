@@ -314,6 +314,38 @@ impl<'r> Plan<'r> {
     }
 }
 
+/// Fills in where each task was named (by id, tag, custom property) how its start went.
+fn report_outcomes(
+    report: &mut StartReport,
+    [id_tasks, tag_tasks, cp_tasks]: [&[TaskInfo]; 3],
+    distinct: &[TaskInfo],
+    outcome_by_id: &HashMap<String, Outcome>,
+) {
+    let entry = |task: &TaskInfo| match outcome_by_id.get(&task.id) {
+        Some(Outcome::Started { session_id, status }) => Some(StartedTask {
+            task_id: task.id.clone(),
+            task_name: task.name.clone(),
+            execution_session_id: session_id.clone(),
+            execution_status: status.clone(),
+        }),
+        _ => None,
+    };
+    report.tasks_id.started = id_tasks.iter().filter_map(entry).collect();
+    report.tasks_tag = tag_tasks.iter().filter_map(entry).collect();
+    report.tasks_cp = cp_tasks.iter().filter_map(entry).collect();
+    report.failed = distinct
+        .iter()
+        .filter_map(|t| match outcome_by_id.get(&t.id) {
+            Some(Outcome::Failed(reason)) => Some(FailedTask {
+                task_id: t.id.clone(),
+                task_name: t.name.clone(),
+                reason: reason.clone(),
+            }),
+            _ => None,
+        })
+        .collect();
+}
+
 /// Each task once, in the order first named (by id, then tag, then custom property).
 fn distinct_tasks(
     id_tasks: &[TaskInfo],
@@ -420,29 +452,8 @@ impl Starter {
         }
 
         // 7. Report: started tasks where Butler lists them, failed ones once in `failed`.
-        let entry = |task: &TaskInfo| match outcome_by_id.get(&task.id) {
-            Some(Outcome::Started { session_id, status }) => Some(StartedTask {
-                task_id: task.id.clone(),
-                task_name: task.name.clone(),
-                execution_session_id: session_id.clone(),
-                execution_status: status.clone(),
-            }),
-            _ => None,
-        };
-        report.tasks_id.started = id_tasks.iter().filter_map(entry).collect();
-        report.tasks_tag = tag_tasks.iter().flatten().filter_map(entry).collect();
-        report.tasks_cp = cp_tasks.iter().flatten().filter_map(entry).collect();
-        report.failed = distinct
-            .iter()
-            .filter_map(|t| match outcome_by_id.get(&t.id) {
-                Some(Outcome::Failed(reason)) => Some(FailedTask {
-                    task_id: t.id.clone(),
-                    task_name: t.name.clone(),
-                    reason: reason.clone(),
-                }),
-                _ => None,
-            })
-            .collect();
+        let named = [&id_tasks[..], &tag_tasks.concat(), &cp_tasks.concat()];
+        report_outcomes(&mut report, named, &distinct, &outcome_by_id);
         Ok(report)
     }
 
