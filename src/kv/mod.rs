@@ -64,7 +64,7 @@ pub enum StoreError {
         source: std::io::Error,
     },
     /// The file system holding the database is full (ENOSPC or a quota): nothing in the
-    /// write was stored. The HTTP layer answers 507 naming the data directory.
+    /// write was stored; the caller should free space where the database lives.
     #[error("no space left on the device holding the key-value database ({detail})")]
     NoSpace { detail: String },
     /// redb latched an I/O failure and the database is being (or could not be) reopened;
@@ -109,8 +109,8 @@ fn is_no_space(io: &std::io::Error) -> bool {
     ) || io.kind() == std::io::ErrorKind::StorageFull
 }
 
-/// Classifies a redb error by what it means for the caller: a full disk (507), a
-/// database that must be reopened (503), another I/O error, or anything else.
+/// Classifies a redb error by what it means for the caller: a full disk, a database that
+/// must be reopened (a retry will do), another I/O error, or anything else.
 fn db_err(e: impl Into<redb::Error>) -> StoreError {
     match e.into() {
         redb::Error::Io(io) if is_no_space(&io) => StoreError::NoSpace {
