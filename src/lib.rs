@@ -5,6 +5,7 @@
 //! endpoint group) → `kv` (durable store). Configuration is parsed once by `config`.
 
 pub mod api;
+pub mod appliance;
 pub mod authz;
 pub mod check;
 pub mod config;

@@ -177,6 +177,8 @@ pub async fn run(
         config.rest.host, config.rest.port
     ));
     systemd::start_watchdog(server_task.as_ref().map(|_| accept_probe), store.clone());
+    crate::appliance::clock::watch_steps();
+    let snapshot_task = crate::appliance::snapshot::spawn(state.clone());
 
     loop {
         tokio::select! {
@@ -192,6 +194,9 @@ pub async fn run(
         }
     }
     expiry_task.abort();
+    if let Some(task) = snapshot_task {
+        task.abort();
+    }
     systemd::stopping();
     let _ = stop.send(true);
     if let Some(task) = server_task {

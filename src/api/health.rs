@@ -16,6 +16,13 @@ use crate::state::AppState;
 const EXPIRY_WARNING_DAYS: i64 = 30;
 
 pub fn health(state: &AppState) -> Response<ResponseBody> {
+    let (code, body) = report(state);
+    json(code, &body)
+}
+
+/// The health checks as `GET /health` answers them (also written for the appliance console by
+/// `appliance::snapshot`).
+pub fn report(state: &AppState) -> (StatusCode, Value) {
     let mut failed = false;
     let mut degraded = false;
 
@@ -93,6 +100,10 @@ pub fn health(state: &AppState) -> Response<ResponseBody> {
         certificates.push(entry);
     }
 
+    let clock_state = crate::appliance::clock::ClockState::current();
+    degraded |= clock_state.degrades();
+    let clock = clock_state.health();
+
     let status = if failed {
         "fail"
     } else if degraded {
@@ -109,6 +120,7 @@ pub fn health(state: &AppState) -> Response<ResponseBody> {
             "disk": disk,
             "qrs": qrs,
             "certificates": certificates,
+            "clock": clock,
         },
     });
     let code = if failed {
@@ -116,7 +128,7 @@ pub fn health(state: &AppState) -> Response<ResponseBody> {
     } else {
         StatusCode::OK
     };
-    json(code, &body)
+    (code, body)
 }
 
 /// How QRS was lately, from the start-task calls and the idle probe. QRS being away makes the

@@ -98,7 +98,7 @@ fn read_key(key: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, Tl
 
 /// A CRL file, PEM (`BEGIN X509 CRL`) or DER; its signature and issuer are checked by the
 /// verifier, its structure here so the error names the file.
-fn read_crl(
+pub fn read_crl(
     key: &'static str,
     path: &Path,
 ) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsSetupError> {
