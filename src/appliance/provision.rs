@@ -60,6 +60,10 @@ pub struct ProvisionArgs {
     /// How the medium is named in messages (e.g. the device it was found on).
     #[arg(long, value_name = "TEXT")]
     pub medium_name: Option<String>,
+    /// The medium was found but could not be read (e.g. not mountable): record it as refused
+    /// with this reason, and change nothing.
+    #[arg(long, value_name = "TEXT", conflicts_with = "medium")]
+    pub medium_error: Option<String>,
     /// The root of the file system to provision (tests use a scratch directory).
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
@@ -158,6 +162,9 @@ pub fn run(args: &ProvisionArgs) -> Result<Record, ProvisionError> {
         .clone()
         .or_else(|| args.medium.as_ref().map(|m| m.display().to_string()));
     let result = match &args.medium {
+        None if args.medium_error.is_some() => Err(Refusal::Problems(
+            args.medium_error.iter().cloned().collect(),
+        )),
         None => Ok(Applied {
             outcome: "no medium",
             files: Vec::new(),
