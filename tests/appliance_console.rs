@@ -14,13 +14,7 @@ use support::tls_client::{Versions, client_config, reqwest_client};
 
 fn init_pki(dir: &Path) -> PathBuf {
     let pki = dir.join("pki");
-    let out = Command::new(BIN)
-        .args(["init", "--pki-dir"])
-        .arg(&pki)
-        .args(["--hostname", "localhost", "--address", "127.0.0.1"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "init: {out:?}");
+    support::appliance::init_pki(&pki);
     pki
 }
 
@@ -198,18 +192,7 @@ impl Enrol {
         let status = dir.path().join("status.json");
         let state = dir.path().join("state");
         std::fs::create_dir_all(&state).unwrap();
-        let child = Command::new(BIN)
-            .arg("enrol")
-            .arg("--bundle-dir")
-            .arg(pki.join("admin"))
-            .arg("--cert")
-            .arg(pki.join("server.crt"))
-            .arg("--key")
-            .arg(pki.join("server.key"))
-            .args(["--listen", "127.0.0.1:0", "--status-file"])
-            .arg(&status)
-            .arg("--state-dir")
-            .arg(&state)
+        let child = enrol_command(&pki, &status, &state)
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -275,6 +258,23 @@ impl Enrol {
     }
 }
 
+/// `butler-edge enrol` on a free loopback port with the PKI's admin bundle and server key.
+fn enrol_command(pki: &Path, status: &Path, state: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("enrol")
+        .arg("--bundle-dir")
+        .arg(pki.join("admin"))
+        .arg("--cert")
+        .arg(pki.join("server.crt"))
+        .arg("--key")
+        .arg(pki.join("server.key"))
+        .args(["--listen", "127.0.0.1:0", "--status-file"])
+        .arg(status)
+        .arg("--state-dir")
+        .arg(state);
+    cmd
+}
+
 impl Drop for Enrol {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -328,18 +328,7 @@ fn the_bundle_is_handed_out_once_for_the_consoles_code() {
     assert!(enrol.state.join("handed-out").exists());
 
     // Never again: a restart (the next boot) closes at once.
-    let again = Command::new(BIN)
-        .arg("enrol")
-        .arg("--bundle-dir")
-        .arg(enrol.pki.join("admin"))
-        .arg("--cert")
-        .arg(enrol.pki.join("server.crt"))
-        .arg("--key")
-        .arg(enrol.pki.join("server.key"))
-        .args(["--listen", "127.0.0.1:0", "--status-file"])
-        .arg(&enrol.status)
-        .arg("--state-dir")
-        .arg(&enrol.state)
+    let again = enrol_command(&enrol.pki, &enrol.status, &enrol.state)
         .output()
         .unwrap();
     assert!(again.status.success());

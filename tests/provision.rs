@@ -27,14 +27,7 @@ impl Appliance {
     /// A fresh image: the shipped config and the PKI `butler-edge init` makes on first boot.
     fn new() -> Appliance {
         let appliance = Appliance::without_pki();
-        let pki = appliance.path("etc/butler-edge/pki");
-        let out = Command::new(BIN)
-            .args(["init", "--pki-dir"])
-            .arg(&pki)
-            .args(["--hostname", "localhost", "--address", "127.0.0.1"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "init: {out:?}");
+        support::appliance::init_pki(&appliance.path("etc/butler-edge/pki"));
         appliance
     }
 

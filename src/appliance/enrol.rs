@@ -137,9 +137,26 @@ struct Shared {
     code: String,
     bundle: Bytes,
     ca: Bytes,
-    attempts_left: Mutex<u32>,
+    gate: Mutex<Gate>,
+    /// Woken when `gate.outcome` is set: the server then stops.
     done: Notify,
-    outcome: Mutex<Option<&'static str>>,
+}
+
+/// What is left of the code's use: the tries, and how it ended.
+struct Gate {
+    attempts_left: u32,
+    outcome: Option<&'static str>,
+}
+
+impl Shared {
+    fn gate(&self) -> std::sync::MutexGuard<'_, Gate> {
+        self.gate.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn close(&self, gate: &mut Gate, outcome: &'static str) {
+        gate.outcome = Some(outcome);
+        self.done.notify_one();
+    }
 }
 
 /// Runs the enrolment server until the bundle is handed out, the code expires or too many
@@ -191,9 +208,11 @@ pub fn run(args: &EnrolArgs) -> Result<(), EnrolError> {
             code: new_code(),
             bundle: Bytes::from(bundle),
             ca: Bytes::from(ca),
-            attempts_left: Mutex::new(args.attempts),
+            gate: Mutex::new(Gate {
+                attempts_left: args.attempts,
+                outcome: None,
+            }),
             done: Notify::new(),
-            outcome: Mutex::new(None),
         });
         let expires_at = unix_now() + args.ttl_seconds;
         let waiting = Waiting {
@@ -213,7 +232,7 @@ pub fn run(args: &EnrolArgs) -> Result<(), EnrolError> {
             tokio::select! {
                 _ = &mut expiry => break "expired",
                 _ = shared.done.notified() => {
-                    break shared.outcome.lock().unwrap_or_else(|e| e.into_inner()).unwrap_or("locked");
+                    break shared.gate().outcome.unwrap_or("locked");
                 }
                 accepted = listener.accept() => {
                     let Ok((stream, peer)) = accepted else { continue };
@@ -299,23 +318,12 @@ async fn handle(
                 }
             };
             let given = normalise(&String::from_utf8_lossy(&body));
-            let mut left = shared
-                .attempts_left
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if *left == 0
-                || shared
-                    .outcome
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .is_some()
-            {
+            let mut gate = shared.gate();
+            if gate.attempts_left == 0 || gate.outcome.is_some() {
                 return text(StatusCode::GONE, "enrolment is closed".into());
             }
             if constant_time_eq(given.as_bytes(), shared.code.as_bytes()) {
-                *shared.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some("handed out");
-                shared.done.notify_one();
-                tracing::info!(%peer, "enrolment: admin bundle handed out");
+                shared.close(&mut gate, "handed out");
                 println!("butler-edge enrol: admin bundle handed out to {peer}");
                 return answer(
                     StatusCode::OK,
@@ -323,20 +331,21 @@ async fn handle(
                     "application/x-pem-file",
                 );
             }
-            *left -= 1;
-            println!(
-                "butler-edge enrol: wrong code from {peer}; {} attempt(s) left",
-                *left
-            );
-            if *left == 0 {
-                *shared.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some("locked");
-                shared.done.notify_one();
-                return text(StatusCode::FORBIDDEN, "wrong code; no attempts left: enrolment is closed until the appliance restarts".into());
+            gate.attempts_left -= 1;
+            let left = gate.attempts_left;
+            println!("butler-edge enrol: wrong code from {peer}; {left} attempt(s) left");
+            if left == 0 {
+                shared.close(&mut gate, "locked");
+                return text(
+                    StatusCode::FORBIDDEN,
+                    "wrong code; no attempts left: enrolment is closed until the appliance restarts"
+                        .into(),
+                );
             }
-            let _ = write_status(&status_file, &waiting.status(*left));
+            let _ = write_status(&status_file, &waiting.status(left));
             text(
                 StatusCode::FORBIDDEN,
-                format!("wrong code; {} attempt(s) left", *left),
+                format!("wrong code; {left} attempt(s) left"),
             )
         }
         _ => text(

@@ -2,6 +2,7 @@
 //! `mod support;` and uses only part of it.
 #![allow(dead_code)]
 
+pub mod appliance;
 pub mod fake_qrs;
 pub mod pki;
 pub mod raw;
