@@ -146,6 +146,18 @@ pub async fn start(
                 ),
             )
             }
+            StartError::Deadline(_) => {
+                state.metrics.qrs_unreachable();
+                ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "QRS at {} is too slow: {e}. Check that QRS answers (GET /qrs/about) \
+                         and is not overloaded, or raise ButlerEdge.qrs.requestDeadlineMs \
+                         (keep it below 15 s: callers are promised an answer within 15 s)",
+                        st.starter.qrs_host()
+                    ),
+                )
+            }
             StartError::KeyValue(api_error) => api_error,
         })?;
     // A task named by id, tag and custom property is started once: count it once.
@@ -383,7 +395,14 @@ fn key_value_item(
     )?;
     check_size("key", &key, limits.max_key_bytes, "maxKeyBytes")?;
     check_size("value", &value, limits.max_value_bytes, "maxValueBytes")?;
-    let ttl = parse_ttl(payload.get("ttl")).map_err(|e| {
+    // butler_subs.qvs sends `"ttl":"$(vTTL)"` whatever the script passed, so a TTL left out
+    // (the argument is optional) or an empty TTL cell arrives as `""`: Butler stores the pair
+    // with no expiry, and so does this. (`POST /v4/keyvalues` keeps refusing `""`, as Butler
+    // does; `AddKeyValue` sends a TTL there only when it is > 0.)
+    let ttl_field = payload
+        .get("ttl")
+        .filter(|v| !matches!(v, Value::String(s) if s.trim().is_empty()));
+    let ttl = parse_ttl(ttl_field).map_err(|e| {
         ApiError::bad_request(format!(
             "body/{i}/payload/{}",
             e.message.trim_start_matches("body/")

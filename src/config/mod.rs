@@ -270,16 +270,20 @@ fn bytes(r: &Reader, path: &str, default: u64) -> Result<usize, ConfigError> {
 }
 
 fn parse_edge(r: &Reader) -> Result<EdgeConfig, ConfigError> {
+    let max_body_bytes = bytes(r, "ButlerEdge.limits.maxBodyBytes", 1 << 20)?;
+    // Butler takes any namespace, key and value that fit in its 1 MB body, so by default
+    // the only bound on each is the body limit; a site can set smaller ones.
+    let part = |path: &str| bytes(r, path, max_body_bytes as u64);
     let limits = Limits {
-        max_body_bytes: bytes(r, "ButlerEdge.limits.maxBodyBytes", 1 << 20)?,
+        max_body_bytes,
         header_read_timeout: millis(r, "ButlerEdge.limits.headerReadTimeoutMs", 10_000)?,
         body_read_timeout: millis(r, "ButlerEdge.limits.bodyReadTimeoutMs", 30_000)?,
         max_connections: r.integer_or("ButlerEdge.limits.maxConnections", 1, 1_000_000, 10_000)?
             as usize,
         idle_timeout: millis(r, "ButlerEdge.limits.idleTimeoutMs", 60_000)?,
-        max_namespace_bytes: bytes(r, "ButlerEdge.limits.maxNamespaceBytes", 1024)?,
-        max_key_bytes: bytes(r, "ButlerEdge.limits.maxKeyBytes", 1024)?,
-        max_value_bytes: bytes(r, "ButlerEdge.limits.maxValueBytes", 512 * 1024)?,
+        max_namespace_bytes: part("ButlerEdge.limits.maxNamespaceBytes")?,
+        max_key_bytes: part("ButlerEdge.limits.maxKeyBytes")?,
+        max_value_bytes: part("ButlerEdge.limits.maxValueBytes")?,
     };
     Ok(EdgeConfig {
         data_dir: r.path("ButlerEdge.dataDir")?,
@@ -303,6 +307,20 @@ mod tests {
         assert!(c.kv.enable);
         assert_eq!(c.kv.max_keys_per_namespace, 1000);
         assert!(c.ignored_keys.is_empty(), "{:?}", c.ignored_keys);
+        // Start-task is served (503 naming what to fill in), not a 404.
+        assert!(c.endpoints.sense_start_task && c.start_task.enabled);
+        assert!(c.start_task.not_set_up.is_some());
+        assert_eq!(
+            c.start_task.starter.request_deadline,
+            Duration::from_secs(10)
+        );
+        // Anything that fits in the body fits in the store, as in Butler.
+        let l = &c.edge.limits;
+        assert_eq!(l.max_body_bytes, 1 << 20);
+        assert_eq!(
+            (l.max_namespace_bytes, l.max_key_bytes, l.max_value_bytes),
+            (1 << 20, 1 << 20, 1 << 20)
+        );
     }
 
     #[test]

@@ -113,6 +113,9 @@ pub fn parse(r: &Reader) -> Result<StartTaskConfig, ConfigError> {
 
     let connect_timeout = millis(r, "ButlerEdge.qrs.connectTimeoutMs", 5_000)?;
     let request_timeout = millis(r, "ButlerEdge.qrs.requestTimeoutMs", 15_000)?;
+    // Butler's callers are promised an answer within 15 s; 10 s (Butler's proxy timeout)
+    // leaves room for the key-value commit and the answer itself.
+    let request_deadline = millis(r, "ButlerEdge.qrs.requestDeadlineMs", 10_000)?;
     let max_concurrent_calls =
         r.integer_or("ButlerEdge.qrs.maxConcurrentCalls", 1, 1024, 16)? as usize;
     let wait_timeout = millis(r, "ButlerEdge.qrs.waitTimeoutMs", 300_000)?;
@@ -215,6 +218,7 @@ pub fn parse(r: &Reader) -> Result<StartTaskConfig, ConfigError> {
         },
         starter: StarterSettings {
             max_concurrent_calls,
+            request_deadline,
             wait_timeout,
             wait_poll_interval,
         },
