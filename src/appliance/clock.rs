@@ -100,18 +100,29 @@ impl Default for StepDetector {
 impl StepDetector {
     /// The step since the last call, in milliseconds, when larger than the threshold.
     pub fn sample(&mut self) -> Option<i64> {
-        let wall = SystemTime::now();
-        let mono = std::time::Instant::now();
-        let wall_ms = match wall.duration_since(self.wall) {
-            Ok(d) => d.as_millis() as i64,
-            Err(e) => -(e.duration().as_millis() as i64),
-        };
-        let mono_ms = mono.duration_since(self.mono).as_millis() as i64;
+        let (wall, mono) = (SystemTime::now(), std::time::Instant::now());
+        let step = step_ms(self.wall, self.mono, wall, mono);
         self.wall = wall;
         self.mono = mono;
-        let step = wall_ms - mono_ms;
-        (step.unsigned_abs() > STEP_THRESHOLD.as_millis() as u64).then_some(step)
+        step
     }
+}
+
+/// How much further the wall clock moved than the monotonic one between two samples, when
+/// more than the threshold (positive: a step forward).
+fn step_ms(
+    wall_before: SystemTime,
+    mono_before: std::time::Instant,
+    wall: SystemTime,
+    mono: std::time::Instant,
+) -> Option<i64> {
+    let wall_ms = match wall.duration_since(wall_before) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    };
+    let mono_ms = mono.duration_since(mono_before).as_millis() as i64;
+    let step = wall_ms - mono_ms;
+    (step.unsigned_abs() > STEP_THRESHOLD.as_millis() as u64).then_some(step)
 }
 
 /// Logs every step of the wall clock while the service runs (a thread: it must see steps
@@ -172,6 +183,32 @@ mod tests {
         assert!(matches!(state, ClockState::Synchronised { since: Some(_) }));
         assert!(!state.degrades());
         assert_eq!(state.health()["status"], "synchronised");
+    }
+
+    #[test]
+    fn steps_forward_and_back_are_measured_against_the_monotonic_clock() {
+        let (wall, mono) = (SystemTime::now(), std::time::Instant::now());
+        let later = mono + Duration::from_secs(1);
+        // One second passed on both clocks: no step.
+        assert_eq!(
+            step_ms(wall, mono, wall + Duration::from_secs(1), later),
+            None
+        );
+        // NTP moved the wall clock an hour ahead during that second.
+        assert_eq!(
+            step_ms(wall, mono, wall + Duration::from_secs(3601), later),
+            Some(3_600_000)
+        );
+        // ... or 10 s back.
+        assert_eq!(
+            step_ms(wall, mono, wall - Duration::from_secs(9), later),
+            Some(-10_000)
+        );
+        // A slew within the threshold is not a step.
+        assert_eq!(
+            step_ms(wall, mono, wall + Duration::from_millis(2500), later),
+            None
+        );
     }
 
     #[test]
