@@ -203,7 +203,7 @@ fn print_summary(dir: &Path, fingerprint: &str, sans: Option<&[String]>) {
         dir.join("admin").display()
     );
     println!(
-        "  Copy the bundle off this machine, check the CA fingerprint with\n  `openssl x509 -noout -fingerprint -sha256 -in ca.crt`, then:\n  curl --cacert ca.crt --cert admin.crt --key admin.key https://<this machine>:8443/v4/butlerping"
+        "  On the appliance, the console shows a one-time code that hands this bundle out over\n  HTTPS (port 8444); elsewhere, copy it off this machine. Check the CA fingerprint with\n  `openssl x509 -noout -fingerprint -sha256 -in ca.crt`, then:\n  curl --cacert ca.crt --cert admin.crt --key admin.key https://<this machine>:8443/v4/butlerping"
     );
 }
 
