@@ -4,6 +4,8 @@
 //! `/metrics` all count from the Unix epoch. One leaf module reads the clock so that none of
 //! them has to import another layer (the store, say) just to know the time.
 
+pub mod sync;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch, the unit of stored deadlines.

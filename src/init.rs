@@ -212,7 +212,7 @@ fn print_summary(dir: &Path, fingerprint: &str, sans: Option<&[String]>) {
         dir.join("admin").display()
     );
     println!(
-        "  Copy the bundle off this machine, check the CA fingerprint with\n  `openssl x509 -noout -fingerprint -sha256 -in ca.crt`, then:\n  curl --cacert ca.crt --cert admin.crt --key admin.key https://<this machine>:8443/v4/butlerping"
+        "  On the appliance, the console shows a one-time code that hands this bundle out over\n  HTTPS (port 8444); elsewhere, copy it off this machine. Check the CA fingerprint with\n  `openssl x509 -noout -fingerprint -sha256 -in ca.crt`, then:\n  curl --cacert ca.crt --cert admin.crt --key admin.key https://<this machine>:8443/v4/butlerping"
     );
 }
 
@@ -303,7 +303,7 @@ fn generate(names: &[String], addresses: &[IpAddr]) -> Result<Pki, InitError> {
 }
 
 /// A host name as RFC 1123 allows it (what a TLS client will match against).
-fn is_dns_name(name: &str) -> bool {
+pub(crate) fn is_dns_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|label| {
@@ -337,7 +337,7 @@ fn sha256_fingerprint(der: &[u8]) -> String {
     out
 }
 
-fn fingerprint_of_pem_file(path: &Path) -> Result<String, InitError> {
+pub(crate) fn fingerprint_of_pem_file(path: &Path) -> Result<String, InitError> {
     let bytes = fs::read(path).map_err(io_err(path))?;
     let (_, pem) = x509_parser::pem::parse_x509_pem(&bytes).map_err(|e| InitError::NotPem {
         path: path.to_path_buf(),
@@ -367,7 +367,7 @@ fn default_hostnames() -> Vec<String> {
 
 /// The addresses of this machine's interfaces, without IPv6 link-local ones (a certificate
 /// cannot name their scope), loopback last.
-fn default_addresses() -> Vec<IpAddr> {
+pub(crate) fn default_addresses() -> Vec<IpAddr> {
     let mut addresses: Vec<IpAddr> = Vec::new();
     if let Ok(interfaces) = nix::ifaddrs::getifaddrs() {
         for interface in interfaces {
@@ -395,7 +395,7 @@ fn default_addresses() -> Vec<IpAddr> {
 
 /// The service's group, when this machine has it (the appliance does; a developer's machine
 /// usually does not, and then files keep the caller's group).
-fn service_group() -> Option<u32> {
+pub(crate) fn service_group() -> Option<u32> {
     nix::unistd::Group::from_name(SERVICE_GROUP)
         .ok()
         .flatten()
@@ -422,7 +422,12 @@ fn create_dir(path: &Path, mode: u32, gid: Option<u32>) -> Result<(), InitError>
 
 /// Writes `contents` to a temporary file beside `path`, sets mode and group, syncs it and
 /// renames it into place, so `path` is either absent or complete.
-fn write_file(path: &Path, contents: &[u8], mode: u32, gid: Option<u32>) -> Result<(), InitError> {
+pub(crate) fn write_file(
+    path: &Path,
+    contents: &[u8],
+    mode: u32,
+    gid: Option<u32>,
+) -> Result<(), InitError> {
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(".tmp");
     let tmp = PathBuf::from(tmp_name);

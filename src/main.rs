@@ -45,6 +45,13 @@ enum Command {
     },
     /// Create the appliance PKI (first boot): CA, server certificate, admin client bundle.
     Init(butler_edge::init::InitArgs),
+    /// Apply a provisioning medium (appliance boot unit): validate it all, then switch to it,
+    /// or change nothing; exit 0 if applied or unchanged, 1 if refused.
+    Provision(butler_edge::appliance::provision::ProvisionArgs),
+    /// Show the appliance's state on a console, refreshed (appliance console unit).
+    Console(butler_edge::appliance::console::ConsoleArgs),
+    /// Hand the first-boot admin bundle out once, for a one-time code shown on the console.
+    Enrol(butler_edge::appliance::enrol::EnrolArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +62,24 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("butler-edge init: {e}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        },
+        Some(Command::Provision(args)) => match butler_edge::appliance::provision::run(&args) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("butler-edge provision: {e}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        },
+        Some(Command::Console(args)) => {
+            butler_edge::appliance::console::run(&args);
+            ExitCode::SUCCESS
+        }
+        Some(Command::Enrol(args)) => match butler_edge::appliance::enrol::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("butler-edge enrol: {e}");
                 ExitCode::from(EXIT_FAILURE)
             }
         },

@@ -21,6 +21,7 @@ const LAYERS: &[&[&str]] = &[
     &["http"],
     &["api"],
     &["app", "check", "init", "logging"],
+    &["appliance"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

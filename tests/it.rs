@@ -14,7 +14,10 @@
 //! - `/health` and `/metrics` → `health_metrics`
 //! - config loading and `check-config` → `config`; `init` → `init`
 //! - systemd notify, root refusal, `--user`, the free-disk guard seen by the appliance →
-//!   `appliance`; the shipped unit file → `systemd_unit`
+//!   `appliance`; the shipped unit files → `systemd_unit`
+//! - `butler-edge provision` (the provisioning medium) → `provision`; the appliance console
+//!   and the one-time enrolment → `appliance_console` (the appliance image itself is booted by
+//!   `image/test`)
 //! - input parsers that must never panic → `properties`
 //! - the layer table and import cycles → `architecture`
 //! - faults (a full disk, hostile clients, crash loops, resource exhaustion) → `tests/fault.rs`
@@ -29,6 +32,8 @@ mod support;
 
 #[path = "appliance.rs"]
 mod appliance;
+#[path = "appliance_console.rs"]
+mod appliance_console;
 #[path = "architecture.rs"]
 mod architecture;
 #[path = "butler_subs.rs"]
@@ -55,6 +60,8 @@ mod kv_api;
 mod listing_order;
 #[path = "properties.rs"]
 mod properties;
+#[path = "provision.rs"]
+mod provision;
 #[path = "start_task.rs"]
 mod start_task;
 #[path = "systemd_unit.rs"]

@@ -126,3 +126,30 @@ fn service_unit_keeps_notify_watchdog_and_reload() {
     assert_eq!(value("StateDirectory"), "butler-edge");
     assert_eq!(value("CapabilityBoundingSet"), "");
 }
+
+/// The appliance's own units (the image enables them; the .deb ships them disabled): the
+/// enrolment server holds the admin bundle, so it is held to the service's own bar; the
+/// console and the provisioning unit run as root by design (a terminal; mounting the medium
+/// and writing /etc) and stay inside systemd's "OK" band.
+#[test]
+fn appliance_units_are_hardened() {
+    for (name, max) in [
+        ("butler-edge-enrol.service", MAX_EXPOSURE),
+        ("butler-edge-console@.service", 3.0),
+        ("butler-edge-provision.service", 2.5),
+    ] {
+        let Some((score, report)) = analyze(&unit_path(name)) else {
+            return;
+        };
+        eprintln!("systemd-analyze security {name}: exposure {score}");
+        assert!(
+            score <= max,
+            "{name} exposure {score} is above {max}; the settings that cost most:\n{}",
+            report
+                .lines()
+                .filter(|l| l.starts_with('✗'))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}

@@ -24,11 +24,22 @@ enum Verdict {
 }
 
 pub fn health(state: &AppState) -> Response<ResponseBody> {
+    let (code, body) = report(state);
+    json(code, &body)
+}
+
+/// The health checks as `GET /health` answers them (also written for the appliance console by
+/// `app::snapshot`).
+pub fn report(state: &AppState) -> (StatusCode, Value) {
     let (database, db) = database_check(state);
     let (disk, dk) = disk_check(state);
     let (qrs, qr) = qrs_check(state);
     let (certificates, certs) = certificate_checks(state);
-    let verdict = [db, dk, qr, certs].into_iter().max().unwrap_or(Verdict::Ok);
+    let (clock, ck) = clock_check();
+    let verdict = [db, dk, qr, certs, ck]
+        .into_iter()
+        .max()
+        .unwrap_or(Verdict::Ok);
     let status = match verdict {
         Verdict::Failed => "fail",
         Verdict::Degraded => "degraded",
@@ -43,6 +54,7 @@ pub fn health(state: &AppState) -> Response<ResponseBody> {
             "disk": disk,
             "qrs": qrs,
             "certificates": certificates,
+            "clock": clock,
         },
     });
     let code = if verdict == Verdict::Failed {
@@ -50,7 +62,18 @@ pub fn health(state: &AppState) -> Response<ResponseBody> {
     } else {
         StatusCode::OK
     };
-    json(code, &body)
+    (code, body)
+}
+
+/// Whether NTP has set the clock TTLs and certificate checks run on: not yet is `degraded`.
+fn clock_check() -> (Value, Verdict) {
+    let clock = crate::clock::sync::ClockState::current();
+    let verdict = if clock.degrades() {
+        Verdict::Degraded
+    } else {
+        Verdict::Ok
+    };
+    (clock.health(), verdict)
 }
 
 /// The database answers a read; writes refused after a full disk are `degraded`.

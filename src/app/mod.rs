@@ -9,6 +9,7 @@
 //! loopback listener and a future of its own and run the whole service in-process.
 
 pub mod signals;
+pub mod snapshot;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -149,6 +150,8 @@ impl Service {
         ));
         let probes = store.iter().cloned().map(database_probe).collect();
         systemd::start_watchdog(server_task.as_ref().map(|_| accept_probe), probes);
+        crate::clock::sync::watch_steps();
+        let snapshot_task = snapshot::spawn(state.clone());
 
         tokio::pin!(shutdown);
         let mut reloading = true;
@@ -162,6 +165,9 @@ impl Service {
             }
         }
         expiry_task.abort();
+        if let Some(task) = snapshot_task {
+            task.abort();
+        }
         systemd::stopping();
         let _ = stop.send(true);
         if let Some(task) = server_task {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::HandshakeSignatureValid;
-use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig};
@@ -55,11 +55,20 @@ fn unusable(key: &'static str, path: &Path) -> impl FnOnce(PemError) -> TlsSetup
     move |e| file_error(key, path, e.to_string())
 }
 
-fn read_certs(
+/// The certificates of a PEM file, an error naming the config `key` and the file otherwise.
+pub fn read_certs(
     key: &'static str,
     path: &Path,
 ) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
     pki::certs(path).map_err(unusable(key, path))
+}
+
+/// The CRLs of a file, an error naming the config `key` and the file otherwise.
+pub fn read_crls(
+    key: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsSetupError> {
+    pki::crls(path).map_err(unusable(key, path))
 }
 
 /// Builds the server configuration: HTTP/2 and HTTP/1.1 by ALPN, TLS 1.2 and 1.3, and —

@@ -2,6 +2,7 @@
 //! and the benchmarks compile this once each and use only part of it.
 #![allow(dead_code)]
 
+pub mod appliance;
 pub mod butler;
 pub mod fake_qrs;
 pub mod in_process;
