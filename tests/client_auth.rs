@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use support::fake_qrs::{FakeQrs, FakeTask, butler_qrs_yaml};
 use support::pki::{Ca, CertSpec, Issued, KeyKind, SenseCerts, Validity};
-use support::server::Server;
+use support::server::{Server, run_cli};
 use support::tls_client::{Conn, Versions, client_config, reqwest_client, try_get};
 
 const A: &str = "aaaaaaaa-0000-4000-8000-000000000001";
@@ -539,5 +539,42 @@ fn idempotency_keys_belong_to_the_caller_that_used_them() {
     assert_ne!(
         other["tasksId"]["started"][0]["executionSessionId"],
         first["tasksId"]["started"][0]["executionSessionId"]
+    );
+}
+
+/// A CRL that names the callers' CA as issuer but is signed by another key (an impostor CA
+/// of the same name): the reload is refused and says why, and callers keep getting in with
+/// the previous CRL (it used to be accepted, then every handshake failed with BadSignature).
+#[test]
+fn a_crl_with_a_bad_signature_is_refused_on_reload_and_the_previous_one_stays() {
+    let s = setup();
+    let impostor = Ca::new("Callers CA");
+    let crl_path = s.server.config_dir().join("callers-crl.pem");
+    std::fs::write(&crl_path, impostor.crl_pem(&[])).unwrap();
+    s.server.hangup();
+    s.server.wait_for_log("reload failed", 1);
+    let log = s.server.log();
+    assert!(
+        log.contains(&format!(
+            "ButlerEdge.clientAuth.crl: {}: the CRL's signature does not verify",
+            crl_path.display()
+        )),
+        "{log}"
+    );
+    assert_eq!(
+        try_get(s.server.port, s.tls(Some(&s.reader)), "/v4/butlerping")
+            .unwrap_or_else(|e| panic!("reader refused after a refused reload: {e}"))
+            .0,
+        200
+    );
+    // The previous CRL is still in force.
+    assert!(try_get(s.server.port, s.tls(Some(&s.revoked)), "/v4/butlerping").is_err());
+
+    // check-config (the same checks as start-up) says the same.
+    let (_, stdout, stderr) = run_cli(&["check-config", s.server.config_path.to_str().unwrap()]);
+    assert!(
+        stdout.contains("problem: ButlerEdge.clientAuth.crl")
+            && stdout.contains("the CRL's signature does not verify"),
+        "{stdout}{stderr}"
     );
 }

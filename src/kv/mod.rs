@@ -231,7 +231,9 @@ impl Store {
 
     /// Applies write operations in one durable transaction (possibly shared with
     /// other callers' operations) and returns one outcome per operation, in order.
-    /// `Ok` means the transaction was committed and fsynced.
+    /// `Ok` means the transaction was committed and fsynced. The puts in `ops` are all or
+    /// none: when one is refused (its namespace full), none is applied and the others
+    /// answer [`WriteOutcome::NotApplied`].
     pub async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>, StoreError> {
         self.inner.writer.submit(ops).await
     }

@@ -9,12 +9,15 @@
 //!
 //! Each operation's outcome (stored, deleted, or rejected for a reason the caller
 //! can fix) is decided inside the transaction, so checks like the namespace key
-//! limit cannot race with other writers. A storage error fails every request in
+//! limit cannot race with other writers. The puts of one request are applied all or
+//! none: if one would overfill its namespace, none of them is (a start request's
+//! key-value items must not be left half-stored when the start is refused). A storage error fails every request in
 //! the batch and commits none of them: nothing is acknowledged that is not on disk.
 //! Each caller gets the error's kind (a full disk stays a full disk, for a 507), and
 //! before they get it the database is reopened if redb latched the failure
 //! ([`super::slot`]), so neither the next write nor the next read meets a dead handle.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -66,6 +69,8 @@ pub enum WriteOutcome {
     Purged(u64),
     /// The operation was refused; nothing changed for it.
     Rejected(Rejected),
+    /// Not applied because another put of the same request was refused (all or none).
+    NotApplied,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,6 +264,10 @@ fn commit_batch(
         let now = now_ms();
         purged = purge_expired(&mut t, now)?;
         for (ops, _) in requests {
+            if let Some(refused) = refused_put(&t, ops, max_keys)? {
+                all.push(all_refused(ops.len(), refused));
+                continue;
+            }
             let mut outcomes = Vec::with_capacity(ops.len());
             for op in ops {
                 let outcome = apply(&mut t, op, max_keys, now)?;
@@ -276,6 +285,60 @@ fn commit_batch(
     stats.expired_removed.fetch_add(purged, Ordering::Relaxed);
     slot.committed();
     Ok(all)
+}
+
+/// The first put of `ops` that would find its namespace full once the request's earlier
+/// puts are in, with why; `None` when all fit. Only puts are counted: a delete in the
+/// same request could make room, so this may refuse a request that would just have fit,
+/// never the other way round.
+fn refused_put(
+    t: &Tables,
+    ops: &[WriteOp],
+    max_keys: u64,
+) -> Result<Option<(usize, Rejected)>, StoreError> {
+    if ops.len() < 2 {
+        return Ok(None);
+    }
+    let mut new_keys: HashMap<&str, HashSet<&str>> = HashMap::new();
+    for (index, op) in ops.iter().enumerate() {
+        let WriteOp::Put { namespace, key, .. } = op else {
+            continue;
+        };
+        if t.kv
+            .get((namespace.as_str(), key.as_str()))
+            .map_err(db_err)?
+            .is_some()
+        {
+            continue;
+        }
+        let pending = new_keys.entry(namespace.as_str()).or_default();
+        if !pending.insert(key.as_str()) {
+            continue;
+        }
+        let stored = t
+            .namespaces
+            .get(namespace.as_str())
+            .map_err(db_err)?
+            .map_or(0, |g| g.value());
+        if stored + pending.len() as u64 > max_keys {
+            return Ok(Some((index, Rejected::NamespaceFull { limit: max_keys })));
+        }
+    }
+    Ok(None)
+}
+
+/// The outcomes of a request refused as a whole: the refused operation says why, the
+/// others that they were not applied.
+fn all_refused(len: usize, (index, why): (usize, Rejected)) -> Vec<WriteOutcome> {
+    (0..len)
+        .map(|i| {
+            if i == index {
+                WriteOutcome::Rejected(why.clone())
+            } else {
+                WriteOutcome::NotApplied
+            }
+        })
+        .collect()
 }
 
 /// Roughly what a batch adds to the database (keys and values), for the free-space

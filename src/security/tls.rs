@@ -81,8 +81,10 @@ pub fn server_config(
         .map_err(|e| TlsSetupError::Other(format!("TLS protocol versions: {e}")))?;
     let builder = if client_auth.enable {
         let mut roots = RootCertStore::empty();
+        let mut cas = Vec::new();
         for path in &client_auth.ca {
             for cert in read_certs("ButlerEdge.clientAuth.ca", path)? {
+                cas.push(cert.clone());
                 roots.add(cert).map_err(|e| {
                     file_error(
                         "ButlerEdge.clientAuth.ca",
@@ -94,7 +96,12 @@ pub fn server_config(
         }
         let mut crls = Vec::new();
         for path in &client_auth.crl {
-            crls.extend(pki::crls(path).map_err(unusable("ButlerEdge.clientAuth.crl", path))?);
+            let in_file = pki::crls(path).map_err(unusable("ButlerEdge.clientAuth.crl", path))?;
+            for crl in &in_file {
+                pki::check_crl_signature(crl, &cas)
+                    .map_err(unusable("ButlerEdge.clientAuth.crl", path))?;
+            }
+            crls.extend(in_file);
         }
         // CRLs are checked for the CAs that issued them; certificates of a CA with no CRL
         // configured are accepted when otherwise valid (a missing CRL is not a revocation).
