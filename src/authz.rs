@@ -190,19 +190,27 @@ impl CertIdentity {
         identity
     }
 
-    /// How the certificate is named in logs when no client entry matches it.
+    /// How the certificate is named in logs and 403 messages when no client entry matches
+    /// it; cut at [`MAX_LABEL_CHARS`], since anyone can put any name in a certificate.
     pub fn label(&self) -> String {
-        if let Some(cn) = &self.common_name {
-            format!("CN={cn}")
+        let (kind, name) = if let Some(cn) = &self.common_name {
+            ("CN", cn)
         } else if let Some(dns) = self.dns_names.first() {
-            format!("DNS={dns}")
+            ("DNS", dns)
         } else if let Some(uri) = self.uris.first() {
-            format!("URI={uri}")
+            ("URI", uri)
         } else {
-            "certificate without CN or SAN".to_string()
+            return "certificate without CN or SAN".to_string();
+        };
+        match name.char_indices().nth(MAX_LABEL_CHARS) {
+            Some((cut, _)) => format!("{kind}={}…", &name[..cut]),
+            None => format!("{kind}={name}"),
         }
     }
 }
+
+/// The most characters of a certificate's name that [`CertIdentity::label`] shows.
+pub const MAX_LABEL_CHARS: usize = 128;
 
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone)]

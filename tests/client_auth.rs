@@ -578,3 +578,75 @@ fn a_crl_with_a_bad_signature_is_refused_on_reload_and_the_previous_one_stays() 
         "{stdout}{stderr}"
     );
 }
+
+/// What an attacker puts in a certificate name or a tag to forge a log line: a newline, a
+/// complete fake access-log line, and a terminal escape that clears the screen.
+const FORGED: &str =
+    "x\n2026-12-01T21:00:00.000000Z  INFO FORGED-LINE client=admin status=204\x1b[2J";
+
+/// No log line may start with the forged text or carry a raw escape, and none is longer than
+/// the bound on one event (a 30 KB certificate name must not add 30 KB per handshake).
+fn assert_not_forged(log: &str) {
+    assert!(!log.contains('\x1b'), "a raw ESC reached the log:\n{log}");
+    for line in log.lines() {
+        assert!(
+            !line.contains("Z  INFO FORGED-LINE") || line.contains("\\n2026"),
+            "a forged line stands on its own:\n{line}"
+        );
+        assert!(line.len() <= 4096, "a log line of {} bytes", line.len());
+    }
+}
+
+/// Control characters in a refused certificate's CN, in a trusted but unlisted one's, in a
+/// 30 KB name and in a refused tag reach the log escaped and bounded, and a flood of failed
+/// handshakes is logged at a bounded rate with a count of what was left out.
+#[test]
+fn certificate_names_and_tags_cannot_forge_or_flood_log_lines() {
+    let s = setup();
+    let untrusted = Ca::new("Attacker CA");
+    let forged = untrusted.issue(&CertSpec::client(FORGED));
+    assert!(try_get(s.server.port, s.tls(Some(&forged)), "/v4/butlerping").is_err());
+    let long = untrusted.issue(&CertSpec::client(&"A".repeat(30_000)));
+    assert!(try_get(s.server.port, s.tls(Some(&long)), "/v4/butlerping").is_err());
+    // Trusted, but no client entry names it: 403, and its CN is in the access log.
+    let unlisted = s.callers.issue(&CertSpec::client(FORGED));
+    let (status, _) = s.call(&unlisted, "GET", "/v4/butlerping", None);
+    assert_eq!(status, 403);
+    // A tag the ERP client may not start.
+    let body = json!([{"type": "starttasktag", "payload": {"tag": FORGED}}]);
+    let (status, answer) = s.call(
+        &s.erp,
+        "PUT",
+        &format!("/v4/reloadtask/{A}/start"),
+        Some(body),
+    );
+    assert_eq!(status, 200, "{answer}");
+    s.server.wait_for_log("tag not on the allow list", 1);
+    s.server.wait_for_log("status=403", 1);
+    let log = s.server.log();
+    assert_not_forged(&log);
+    assert!(
+        log.contains("\\n2026-12-01T21:00:00.000000Z  INFO FORGED-LINE"),
+        "{log}"
+    );
+    assert!(log.contains("\\u{1b}[2J"), "{log}");
+
+    // A flood of failed handshakes: a bounded number of lines, then a count.
+    let started = std::time::Instant::now();
+    let before = s.server.log().matches("TLS handshake failed").count();
+    for _ in 0..300 {
+        let _ = try_get(s.server.port, s.tls(Some(&forged)), "/v4/butlerping");
+    }
+    let windows = started.elapsed().as_secs() / 5 + 2;
+    let logged = s.server.log().matches("TLS handshake failed").count() - before;
+    assert!(
+        logged as u64 <= 20 * windows,
+        "{logged} handshake failures logged for 300 in {:?}",
+        started.elapsed()
+    );
+    std::thread::sleep(std::time::Duration::from_millis(5500));
+    let _ = try_get(s.server.port, s.tls(Some(&forged)), "/v4/butlerping");
+    s.server
+        .wait_for_log("failed TLS handshakes were not logged", 1);
+    assert_not_forged(&s.server.log());
+}

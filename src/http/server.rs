@@ -47,7 +47,7 @@ use super::response::ResponseBody;
 use crate::authz::{Caller, CertIdentity};
 use crate::config::Limits;
 use crate::metrics::Metrics;
-use crate::security::SecurityHandle;
+use crate::security::{SecurityHandle, handshake_log};
 use crate::systemd::AcceptProbe;
 
 /// Resolves when shutdown has been requested.
@@ -282,7 +282,9 @@ async fn run_connection<H: Handler>(
                     tracing::debug!(peer = %peer, "connection closed before a TLS handshake");
                 }
                 Ok(Err(e)) => {
-                    tracing::info!(peer = %peer, error = %e, "TLS handshake failed; connection closed");
+                    if handshake_log::may_log() {
+                        tracing::info!(peer = %peer, error = %e, "TLS handshake failed; connection closed");
+                    }
                 }
                 Err(_) => {
                     tracing::info!(

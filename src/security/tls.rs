@@ -177,6 +177,9 @@ impl ClientCertVerifier for NamingVerifier {
         self.inner
             .verify_client_cert(end_entity, intermediates, now)
             .inspect_err(|e| {
+                if !super::handshake_log::may_log() {
+                    return;
+                }
                 tracing::info!(
                     client = %CertIdentity::from_der(end_entity).label(),
                     error = %e,
