@@ -3,7 +3,7 @@
 //! own, root refused outside systemd, privileges dropped with `--user`, and the free-disk
 //! guard's 507.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;

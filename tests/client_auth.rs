@@ -5,7 +5,7 @@
 //! client list and CRLs, applying to kept-alive connections, and keeps the old settings when
 //! a new file is broken.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::sync::Arc;

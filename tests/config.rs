@@ -1,7 +1,7 @@
 //! Loading Butler's config files: the real Butler template, `check-config`, and
 //! error messages that name the key path, the value and what was expected.
 
-mod support;
+use crate::support;
 
 use support::server::{KV_CONFIG, Server, client, json_of, run_cli};
 

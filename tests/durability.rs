@@ -1,7 +1,7 @@
 //! Durability: what was acknowledged survives restarts and `kill -9`; TTLs keep
 //! counting across restarts; a damaged database is reported, never reset.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

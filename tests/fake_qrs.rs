@@ -1,7 +1,7 @@
 //! The fake QRS must enforce what the real QRS enforces, or the start-task tests prove
 //! nothing: client certificates, the xrfkey rule, filter syntax and escaping.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

@@ -11,7 +11,7 @@
 //! 20 cycles by default; `BUTLER_EDGE_SOAK_CYCLES=500 cargo test --test
 //! fault_crash_loop -- --nocapture` runs a longer soak.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -157,6 +157,7 @@ fn verify(port: u16, writer: usize, model: &mut [Expect], counts: &mut Counts) -
 
 #[test]
 fn acknowledged_writes_and_deletes_survive_a_kill_9_loop() {
+    let _alone = support::alone();
     let cycles: usize = std::env::var("BUTLER_EDGE_SOAK_CYCLES")
         .ok()
         .and_then(|v| v.parse().ok())

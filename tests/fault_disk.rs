@@ -22,7 +22,7 @@
 //!
 //! (`tests/appliance.rs` keeps the guard's basic 507 on the big root file system.)
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -93,6 +93,7 @@ fn run_expecting_exit(dir: &Path, data_dir: &Path) -> (i32, String, Duration) {
 
 #[test]
 fn a_read_only_data_directory_is_a_clear_error_at_start_up() {
+    let _alone = support::alone();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
@@ -114,6 +115,7 @@ fn a_read_only_data_directory_is_a_clear_error_at_start_up() {
 
 #[test]
 fn a_data_directory_that_cannot_be_created_is_a_clear_error() {
+    let _alone = support::alone();
     let dir = tempfile::tempdir().unwrap();
     let parent = dir.path().join("locked");
     std::fs::create_dir(&parent).unwrap();
@@ -131,6 +133,7 @@ fn a_data_directory_that_cannot_be_created_is_a_clear_error() {
 
 #[test]
 fn a_read_only_database_file_is_refused_and_left_untouched() {
+    let _alone = support::alone();
     // A database with a value in it, written and closed cleanly by the service.
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -418,6 +421,7 @@ fn write_until_refused(
 /// write until the guard refuses them.
 #[test]
 fn the_guard_refuses_writes_on_a_nearly_full_tmpfs_and_lifts_when_space_is_freed() {
+    let _alone = support::alone();
     const MIN_FREE: u64 = 1 << 20;
     let Some(fs) = Tmpfs::mount("8m", "the_guard_refuses_writes_on_a_nearly_full_tmpfs") else {
         return;
@@ -521,6 +525,7 @@ fn the_guard_refuses_writes_on_a_nearly_full_tmpfs_and_lifts_when_space_is_freed
 /// (`minFreeDiskBytes: 0`), so the first sign is redb's commit failing with ENOSPC.
 #[test]
 fn a_disk_filled_to_the_last_byte_refuses_writes_cleanly_and_loses_nothing() {
+    let _alone = support::alone();
     let Some(fs) = Tmpfs::mount("8m", "a_disk_filled_to_the_last_byte") else {
         return;
     };
@@ -680,6 +685,7 @@ fn start_with_key(port: u16, key: &str) -> (u16, Value) {
 
 #[test]
 fn idempotent_starts_on_a_full_disk_start_nothing_they_cannot_answer_for() {
+    let _alone = support::alone();
     use support::fake_qrs::{FakeQrs, FakeTask, butler_qrs_yaml};
     use support::pki::{KeyKind, SenseCerts};
     let Some(fs) = Tmpfs::mount("8m", "idempotent_starts_on_a_full_disk") else {

@@ -7,7 +7,7 @@
 //! The server runs with short limits (1 s header read, 2 s body read) so the
 //! cut-offs are observable in a test's time.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -43,6 +43,7 @@ fn assert_responsive(what: &str, report: &LatencyReport) {
 
 #[test]
 fn slowloris_headers_are_cut_off_by_the_header_read_timeout() {
+    let _alone = support::alone();
     let server = hostile_server();
     let monitor = Monitor::start(server.port, false);
     let attackers: Vec<_> = (0..50)
@@ -83,6 +84,7 @@ fn slowloris_headers_are_cut_off_by_the_header_read_timeout() {
 
 #[test]
 fn idle_connections_are_closed_whether_new_or_kept_alive() {
+    let _alone = support::alone();
     let server = hostile_server();
     // Connected, never sends a byte.
     let silent = raw::connect(server.port);
@@ -125,6 +127,7 @@ fn idle_connections_are_closed_whether_new_or_kept_alive() {
 
 #[test]
 fn a_body_trickled_forever_gets_408_after_the_body_read_timeout() {
+    let _alone = support::alone();
     let server = hostile_server();
     let monitor = Monitor::start(server.port, false);
     let trickle = |chunked: bool| {
@@ -177,6 +180,7 @@ fn a_body_trickled_forever_gets_408_after_the_body_read_timeout() {
 
 #[test]
 fn oversized_headers_and_bodies_are_refused() {
+    let _alone = support::alone();
     let server = hostile_server();
     let port = server.port;
     let monitor = Monitor::start(port, false);
@@ -252,6 +256,7 @@ fn oversized_headers_and_bodies_are_refused() {
 
 #[test]
 fn invalid_utf8_anywhere_is_a_400_naming_the_input() {
+    let _alone = support::alone();
     let server = hostile_server();
     let port = server.port;
 
@@ -312,6 +317,7 @@ fn invalid_utf8_anywhere_is_a_400_naming_the_input() {
 
 #[test]
 fn deeply_nested_json_is_a_400_not_a_stack_overflow() {
+    let _alone = support::alone();
     let server = hostile_server();
     let port = server.port;
     let monitor = Monitor::start(port, false);
@@ -347,6 +353,7 @@ fn deeply_nested_json_is_a_400_not_a_stack_overflow() {
 /// Butler-style 400 whose message names the problem, and store nothing.
 #[test]
 fn every_malformed_json_shape_in_the_corpus_is_a_clear_400() {
+    let _alone = support::alone();
     let corpus: &[&[u8]] = &[
         b"{",
         b"}",

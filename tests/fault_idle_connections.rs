@@ -9,7 +9,7 @@
 //! must raise it to fit its connection limit. In its own test binary: it needs
 //! about 10,000 file descriptors in this process and as many in the server.
 
-mod support;
+use crate::support;
 
 use std::io::{ErrorKind, Read};
 use std::net::TcpStream;
@@ -37,6 +37,7 @@ fn open_fds(pid: u32) -> usize {
 
 #[test]
 fn ten_thousand_idle_connections_are_cut_off_and_a_new_caller_gets_in_promptly() {
+    let _alone = support::alone();
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
     // The server starts with systemd's default soft limit of 1024 (inherited from
     // this process) and must raise it itself to hold maxConnections.

@@ -8,7 +8,7 @@
 //! few descriptors each. HTTP/2 is spoken by hand (frames, a literal-only HPACK block) so
 //! that the test controls every frame, including whether the server's PING is answered.
 
-mod support;
+use crate::support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -223,6 +223,7 @@ fn assert_closed_by_idle_timeout(what: &str, seen: &Observed, answer_pings: bool
 
 #[test]
 fn an_h2c_connection_that_only_sent_its_preface_is_closed_after_the_idle_timeout() {
+    let _alone = support::alone();
     let server = Server::start(&limits(""));
     let limit = IDLE + GRACE + SLACK + Duration::from_secs(3);
     let watchers: Vec<_> = [true, false]
@@ -273,6 +274,7 @@ fn tls_h2(port: u16, ca: &Ca) -> StreamOwned<ClientConnection, TcpStream> {
 
 #[test]
 fn an_http2_over_tls_connection_left_idle_is_closed_after_the_idle_timeout() {
+    let _alone = support::alone();
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new("Server CA");
     ca.server_cert(&["localhost", "127.0.0.1"])
@@ -305,6 +307,7 @@ fn an_http2_over_tls_connection_left_idle_is_closed_after_the_idle_timeout() {
 
 #[test]
 fn an_h2_stream_in_flight_longer_than_the_idle_timeout_is_answered_on_an_open_connection() {
+    let _alone = support::alone();
     let server = Server::start(&limits(""));
     let body = br#"{"key":"h2","value":"trickled"}"#;
     let mut tcp = plain_h2(server.port);
@@ -361,6 +364,7 @@ fn an_h2_stream_in_flight_longer_than_the_idle_timeout_is_answered_on_an_open_co
 
 #[test]
 fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout_but_one_in_flight_is_not() {
+    let _alone = support::alone();
     // The header read timeout (which hyper also runs between requests) well above the
     // idle timeout, so that what closes the idle connection is the idle timeout.
     let server = Server::start(&limits("    headerReadTimeoutMs: 20000\n"));
@@ -455,6 +459,7 @@ fn start_busy_request(port: u16, body_len: usize) -> TcpStream {
 
 #[test]
 fn at_the_limit_a_newcomer_waits_while_every_connection_has_a_request_in_flight() {
+    let _alone = support::alone();
     let server = Server::start(&limits(
         "    maxConnections: 4\n    bodyReadTimeoutMs: 20000\n",
     ));
@@ -505,6 +510,7 @@ fn at_the_limit_a_newcomer_waits_while_every_connection_has_a_request_in_flight(
 
 #[test]
 fn at_the_limit_the_connection_idle_longest_makes_room_for_a_newcomer() {
+    let _alone = support::alone();
     let server = Server::start(&limits("    maxConnections: 4\n"));
     let port = server.port;
     // Four keep-alive connections, each answered once, oldest first.

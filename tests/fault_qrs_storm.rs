@@ -11,7 +11,7 @@
 //! runtime's alive tasks (`butler_edge_runtime_alive_tasks` in `/metrics`) are back
 //! to the baseline plus at most the QRS connection pool.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -120,6 +120,7 @@ fn start_once(
 
 #[test]
 fn every_start_is_answered_in_time_through_a_qrs_fault_storm() {
+    let _alone = support::alone();
     let certs = SenseCerts::new(&["localhost"], KeyKind::RsaPkcs1);
     let qrs = FakeQrs::start(
         &certs.server,

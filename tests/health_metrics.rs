@@ -3,7 +3,7 @@
 //! what really happened (requests by endpoint and status, latency histograms, keys,
 //! commits, expired keys removed) in the Prometheus text format.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! override, and a body timeout under tokio's paused clock (minutes of timeout in
 //! milliseconds of test).
 
-mod support;
+use crate::support;
 
 use std::time::Instant;
 

@@ -2,7 +2,7 @@
 //! error paths, the request shapes butler_subs.qvs sends, awkward names, TTLs,
 //! limits.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! committed before the start, QRS faults and certificates, `?wait=true` and
 //! `Idempotency-Key`.
 
-mod support;
+use crate::support;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -6,7 +6,7 @@
 //! `.ci/run`) installs; outside CI a machine without it skips with a loud message, in CI the
 //! test fails.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -3,7 +3,7 @@
 //! swap on SIGHUP while a connection stays open, a broken file on SIGHUP keeping the old
 //! settings, and expiry warnings.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

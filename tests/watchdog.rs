@@ -9,7 +9,7 @@
 //! fsync would), while the rest of the process runs on. Thawing it must bring the pings
 //! back and complete the write that queued behind it.
 
-mod support;
+use crate::support;
 
 use std::os::unix::net::UnixDatagram;
 use std::sync::mpsc;
@@ -75,6 +75,7 @@ fn thread_named(pid: u32, name: &str) -> Pid {
 
 #[test]
 fn watchdog_pings_stop_while_the_database_writer_is_stuck_and_resume_after() {
+    let _alone = support::alone();
     let dir = tempfile::tempdir().expect("temp dir");
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).expect("bind the notify socket");

@@ -1,5 +1,5 @@
-//! Shared helpers for the black-box tests. Each test file includes this with
-//! `mod support;` and uses only part of it.
+//! Shared helpers for the tests. The two test binaries (`tests/it.rs`, `tests/fault.rs`)
+//! and the benchmarks compile this once each and use only part of it.
 #![allow(dead_code)]
 
 pub mod butler;
@@ -18,4 +18,13 @@ pub fn skip(test: &str, why: &str) {
         "{test}: {why}; CI must run this test"
     );
     eprintln!("\n!!!!!!!! SKIPPED {test}: {why} !!!!!!!!\n");
+}
+
+/// Held for the whole of a test that must run alone (the fault tests, see `tests/fault.rs`).
+/// A test that failed while holding it does not poison it for the next.
+pub fn alone() -> std::sync::MutexGuard<'static, ()> {
+    static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ALONE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

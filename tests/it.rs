@@ -1,0 +1,55 @@
+//! The functional tests: one test binary, so `tests/support` is compiled and linked once.
+//! (`tests/fault.rs` holds the fault tests, which run one at a time.)
+//!
+//! Where a new test goes:
+//! - a key-value endpoint's behaviour (statuses, bodies, names, TTLs, limits) → `kv_api`
+//! - starting tasks through QRS, the start-task body and answers → `start_task`
+//! - the fake QRS's own faithfulness to QRS → `fake_qrs`
+//! - what survives restarts, `kill -9` and damage → `durability`
+//! - routing, enablement, limits or timeouts that need no process of its own → `in_process`
+//!   (runs the service in this process; paused tokio time for timeouts)
+//! - HTTPS on the listener → `tls`; client certificates and permissions → `client_auth`
+//! - `/health` and `/metrics` → `health_metrics`
+//! - config loading and `check-config` → `config`; `init` → `init`
+//! - systemd notify, root refusal, `--user`, the free-disk guard seen by the appliance →
+//!   `appliance`; the shipped unit file → `systemd_unit`
+//! - input parsers that must never panic → `properties`
+//! - the layer table and import cycles → `architecture`
+//! - faults (a full disk, hostile clients, crash loops, resource exhaustion) → `tests/fault.rs`
+//!
+//! Helpers live in `tests/support` (`support::server::Server` spawns the binary,
+//! `support::in_process::InProcess` runs it here, `support::butler::Butler` speaks the API,
+//! `support::pki` issues certificates, `support::fake_qrs` plays QRS); add to them rather
+//! than to a test file.
+
+#[path = "support/mod.rs"]
+mod support;
+
+#[path = "appliance.rs"]
+mod appliance;
+#[path = "architecture.rs"]
+mod architecture;
+#[path = "client_auth.rs"]
+mod client_auth;
+#[path = "config.rs"]
+mod config;
+#[path = "durability.rs"]
+mod durability;
+#[path = "fake_qrs.rs"]
+mod fake_qrs;
+#[path = "health_metrics.rs"]
+mod health_metrics;
+#[path = "in_process.rs"]
+mod in_process;
+#[path = "init.rs"]
+mod init;
+#[path = "kv_api.rs"]
+mod kv_api;
+#[path = "properties.rs"]
+mod properties;
+#[path = "start_task.rs"]
+mod start_task;
+#[path = "systemd_unit.rs"]
+mod systemd_unit;
+#[path = "tls.rs"]
+mod tls;
