@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::butler::Butler;
 use support::fake_qrs::{FakeQrs, FakeTask, FaultKind, status};
 use support::pki::{Ca, KeyKind, SenseCerts};
 use support::server::{Server, client, json_of, run_cli};
@@ -1352,4 +1353,45 @@ fn enabled_without_a_qrs_host_serves_and_answers_503_until_qrs_is_set_up() {
     let (code, out, err) = run_cli(&["check-config", path.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("\"<FQDN of Sense>\""), "{out}");
+}
+
+fn key_value_items(namespace: &str, count: usize) -> Value {
+    Value::Array(
+        (0..count)
+            .map(|i| {
+                json!({"type": "keyvaluestore",
+                       "payload": {"namespace": namespace, "key": format!("k{i}"), "value": "v"}})
+            })
+            .collect(),
+    )
+}
+
+/// Eight key-value items into a namespace limited to five keys: the start is refused, and
+/// not one of the eight is stored (it used to keep keys 0–4).
+#[test]
+fn key_value_items_of_a_start_request_are_stored_all_or_none() {
+    let certs = SenseCerts::new(&["localhost"], KeyKind::RsaPkcs1);
+    let qrs = FakeQrs::start(&certs.server, &certs.ca, fixture());
+    let five_keys = config(&certs, qrs.port(), &Options::default())
+        .replace("maxKeysPerNamespace: 1000", "maxKeysPerNamespace: 5");
+    let server = Server::start(&five_keys);
+    let api = Butler::on_port(server.port);
+    let (status, body) = api.start(A, "", &key_value_items("Sales", 8).to_string());
+    assert_butler_error(status, &body, 409, "No task was started");
+    assert!(qrs.start_calls().is_empty(), "no task may start");
+    let (status, body) = api.kv_keys("Sales");
+    assert_butler_error(status, &body, 400, "Namespace not found");
+
+    // With room for them, all are stored (also when some replace existing keys).
+    let (status, body) = api.kv_post("Sales", &json!({"key": "k0", "value": "old"}));
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = api.start(A, "", &key_value_items("Sales", 5).to_string());
+    assert_eq!(status, 200, "{body}");
+    let (_, keys) = api.kv_keys("Sales");
+    assert_eq!(keys["keys"].as_array().map(Vec::len), Some(5), "{keys}");
+    // Six would need one more key than the limit: refused, the five stay as they were.
+    let (status, body) = api.start(A, "", &key_value_items("Sales", 6).to_string());
+    assert_butler_error(status, &body, 409, "No task was started");
+    let (_, keys) = api.kv_keys("Sales");
+    assert_eq!(keys["keys"].as_array().map(Vec::len), Some(5), "{keys}");
 }
