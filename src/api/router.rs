@@ -132,7 +132,7 @@ async fn dispatch(
             if let Some(guard) = &state.disk_guard {
                 guard.check()?;
             }
-            let body = read_to_bytes(body, limits).await?;
+            let body = read_to_bytes(body, limits, &state.body_budget).await?;
             api::kv::post(store()?, limits, namespace, &body).await?
         }
         Route::KvDeleteNamespace { namespace } => {
@@ -142,7 +142,7 @@ async fn dispatch(
             api::kv::delete_key(store()?, namespace, key).await?
         }
         Route::StartTask { task_id } => {
-            let body = read_to_bytes(body, limits).await?;
+            let body = read_to_bytes(body, limits, &state.body_budget).await?;
             let st = state.start_task.as_ref().ok_or_else(|| {
                 match &state.config.start_task.not_set_up {
                     Some(why) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, why.clone()),

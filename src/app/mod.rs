@@ -20,6 +20,7 @@ use crate::api::router::Router;
 use crate::api::state::{AppState, StartTaskState};
 use crate::config::{Config, RestServerConfig};
 use crate::disk::DiskGuard;
+use crate::http::body::BodyBudget;
 use crate::http::server::{self, Server};
 use crate::kv::idempotency::IdempotencyStore;
 use crate::kv::{Store, StoreError};
@@ -247,6 +248,7 @@ async fn build_state(
         start_task,
         disk_guard,
         metrics,
+        body_budget: BodyBudget::new(&config.edge.limits),
     });
     Ok((state, store))
 }

@@ -136,6 +136,12 @@ pub struct EdgeConfig {
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_body_bytes: usize,
+    /// All request bodies together (`ButlerEdge.limits.maxBodyBytesInFlight`); at least
+    /// `max_body_bytes`.
+    pub max_body_bytes_in_flight: usize,
+    /// Concurrent HTTP/2 streams one connection may open
+    /// (`ButlerEdge.limits.maxStreamsPerConnection`).
+    pub max_streams_per_connection: u32,
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
     pub max_connections: usize,
@@ -272,6 +278,13 @@ fn bytes(r: &Reader, path: &str, default: u64) -> Result<usize, ConfigError> {
 fn parse_edge(r: &Reader) -> Result<EdgeConfig, ConfigError> {
     let limits = Limits {
         max_body_bytes: bytes(r, "ButlerEdge.limits.maxBodyBytes", 1 << 20)?,
+        max_body_bytes_in_flight: bytes(r, "ButlerEdge.limits.maxBodyBytesInFlight", 64 << 20)?,
+        max_streams_per_connection: r.integer_or(
+            "ButlerEdge.limits.maxStreamsPerConnection",
+            1,
+            1000,
+            32,
+        )? as u32,
         header_read_timeout: millis(r, "ButlerEdge.limits.headerReadTimeoutMs", 10_000)?,
         body_read_timeout: millis(r, "ButlerEdge.limits.bodyReadTimeoutMs", 30_000)?,
         max_connections: r.integer_or("ButlerEdge.limits.maxConnections", 1, 1_000_000, 10_000)?
@@ -281,6 +294,14 @@ fn parse_edge(r: &Reader) -> Result<EdgeConfig, ConfigError> {
         max_key_bytes: bytes(r, "ButlerEdge.limits.maxKeyBytes", 1024)?,
         max_value_bytes: bytes(r, "ButlerEdge.limits.maxValueBytes", 512 * 1024)?,
     };
+    if limits.max_body_bytes_in_flight < limits.max_body_bytes {
+        return Err(ConfigError::Other(format!(
+            "ButlerEdge.limits.maxBodyBytesInFlight: {} is less than \
+             ButlerEdge.limits.maxBodyBytes ({}), so no body of the largest allowed size could \
+             ever be received; raise it or lower maxBodyBytes",
+            limits.max_body_bytes_in_flight, limits.max_body_bytes
+        )));
+    }
     Ok(EdgeConfig {
         data_dir: r.path("ButlerEdge.dataDir")?,
         limits,
