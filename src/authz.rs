@@ -241,6 +241,14 @@ impl IdentityMatch {
         }
     }
 
+    /// Whether both name the same certificate identity (DNS names compare as DNS does).
+    pub fn same_identity(&self, other: &IdentityMatch) -> bool {
+        match (self, other) {
+            (IdentityMatch::DnsName(a), IdentityMatch::DnsName(b)) => a.eq_ignore_ascii_case(b),
+            _ => self == other,
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             IdentityMatch::CommonName(v) => format!("commonName {v:?}"),
@@ -337,6 +345,21 @@ impl Access {
             Access::Open => "-",
             Access::Client(rule) => &rule.name,
             Access::Unknown { label } => label,
+        }
+    }
+
+    /// Who the caller is, for what must belong to one caller (Idempotency-Key answers, its
+    /// share of the QRS calls): the certificate identity its client entry matches (unique in
+    /// the config), not the free-text name; `-` without client certificates.
+    pub fn identity(&self) -> String {
+        match self {
+            Access::Open => "-".to_string(),
+            Access::Client(rule) => match &rule.matcher {
+                IdentityMatch::DnsName(dns) => format!("dnsName={}", dns.to_ascii_lowercase()),
+                IdentityMatch::CommonName(cn) => format!("commonName={cn}"),
+                IdentityMatch::Uri(uri) => format!("uri={uri}"),
+            },
+            Access::Unknown { label } => format!("unlisted {label}"),
         }
     }
 

@@ -650,3 +650,38 @@ fn certificate_names_and_tags_cannot_forge_or_flood_log_lines() {
         .wait_for_log("failed TLS handshakes were not logged", 1);
     assert_not_forged(&s.server.log());
 }
+
+/// Two client entries with the same `name` (free text; one defaulted from its common name)
+/// used to share Idempotency-Key answers, so one replayed the other's start. Such a config
+/// is refused, at start-up and by `check-config`, naming both entries.
+#[test]
+fn two_clients_with_the_same_name_are_refused_in_the_config() {
+    let s = setup();
+    let twins = s
+        .config_template
+        .replace("{port}", &s.server.port.to_string())
+        .replace("{dir}", &s.server.config_dir().display().to_string())
+        .replace(
+            "      - dnsName: ops.corp.example\n",
+            "      - commonName: Sense\n        endpoints: [startTask]\n      - name: Sense\n        dnsName: qliksense02.corp.example\n        endpoints: [startTask]\n      - dnsName: ops.corp.example\n",
+        );
+    let path = s.server.config_dir().join("twins.yaml");
+    std::fs::write(&path, twins).unwrap();
+    let expected =
+        "ButlerEdge.clientAuth.clients[3].name: \"Sense\" is already the name of clients[2]";
+    let (code, stdout, stderr) = run_cli(&["check-config", path.to_str().unwrap()]);
+    assert_ne!(code, 0, "{stdout}{stderr}");
+    assert!(
+        format!("{stdout}{stderr}").contains(expected),
+        "{stdout}{stderr}"
+    );
+    let data = s.server.config_dir().join("twins-data");
+    let (code, _, stderr) = run_cli(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains(expected), "{stderr}");
+}

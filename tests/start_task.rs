@@ -786,6 +786,7 @@ fn idempotency_key_returns_the_first_answer_even_after_a_restart() {
                 client()
                     .put(format!("http://127.0.0.1:{port}/v4/reloadtask/{A}/start"))
                     .header("Idempotency-Key", "concurrent-1")
+                    .header("Content-Type", "application/json")
                     .body("[]")
                     .send()
                     .unwrap()
@@ -939,7 +940,12 @@ fn measure_start_task_overhead_and_throughput() {
     let path = format!("/v4/reloadtask/{A}/start");
     let one = |server: &Server| {
         let t = Instant::now();
-        let response = client().put(server.url(&path)).body("[]").send().unwrap();
+        let response = client()
+            .put(server.url(&path))
+            .header("Content-Type", "application/json")
+            .body("[]")
+            .send()
+            .unwrap();
         assert_eq!(response.status(), 200);
         let _ = response.bytes();
         t.elapsed()
@@ -987,6 +993,7 @@ fn measure_start_task_overhead_and_throughput() {
                 while Instant::now() < deadline {
                     let r = client()
                         .put(format!("http://127.0.0.1:{port}{path}"))
+                        .header("Content-Type", "application/json")
                         .body("[]")
                         .send()
                         .unwrap();
@@ -1023,11 +1030,8 @@ fn key_value_items_are_ignored_when_the_store_is_disabled_as_in_butler() {
     );
     assert_eq!(status, 200, "{r}");
     assert_eq!(started_ids(&r["tasksId"]["started"]), vec![A]);
-    assert!(
-        s.server.log().contains("key-value items ignored"),
-        "{}",
-        s.server.log()
-    );
+    // The log line is read from the process's stderr by another thread: wait for it.
+    s.server.wait_for_log("key-value items ignored", 1);
     let (status, _) = json_of(
         client()
             .get(s.server.url("/v4/keyvalues/ns?key=k"))
@@ -1125,6 +1129,7 @@ fn starts_run_concurrently_within_the_configured_bound() {
                 "00000000-0000-4000-8000-000000000001"
             )))
             .header("Idempotency-Key", "short-lived")
+            .header("Content-Type", "application/json")
             .body("[]")
             .send()
             .unwrap()
@@ -1394,4 +1399,104 @@ fn key_value_items_of_a_start_request_are_stored_all_or_none() {
     assert_butler_error(status, &body, 409, "No task was started");
     let (_, keys) = api.kv_keys("Sales");
     assert_eq!(keys["keys"].as_array().map(Vec::len), Some(5), "{keys}");
+}
+
+/// What a web page on the local network makes a visitor's browser send: an HTML form
+/// (`enctype="text/plain"` can carry valid JSON, form-encoded cannot be preflighted either),
+/// with the page's `Origin`. None of it writes a key or starts a task; butler_subs.qvs's
+/// requests (JSON, no `Origin`) keep working, as does an origin the config allows, and with
+/// `allowedHosts` a DNS-rebound name in `Host` is refused.
+#[test]
+fn a_cross_origin_form_post_cannot_write_keys_or_start_tasks() {
+    let certs = SenseCerts::new(&["localhost"], KeyKind::RsaPkcs1);
+    let qrs = FakeQrs::start(&certs.server, &certs.ca, fixture());
+    let browsers = format!(
+        "{}  allowedOrigins: [\"https://Sense.corp.example\"]\n  allowedHosts: [127.0.0.1, butler-edge.corp.example]\n",
+        config(&certs, qrs.port(), &Options::default())
+    );
+    let server = Server::start(&browsers);
+    let form =
+        |content_type: &str, origin: Option<&str>, host: Option<&str>, path: &str, body: &str| {
+            let mut request = client()
+                .post(server.url(path))
+                .header("Content-Type", content_type)
+                .body(body.to_string());
+            if path.ends_with("/start") {
+                request = request.header("X-HTTP-Method-Override", "PUT");
+            }
+            if let Some(origin) = origin {
+                request = request.header("Origin", origin);
+            }
+            if let Some(host) = host {
+                request = request.header("Host", host);
+            }
+            json_of(request.send().unwrap())
+        };
+    // name='{"key":"k","value":"evil","x":"' value='"}' in a text/plain form is this body:
+    let kv_body = r#"{"key":"k","value":"evil","x":"="}"#;
+    let start_body = r#"[{"type":"starttaskid","payload":{"taskId":"aaaaaaaa-0000-4000-8000-000000000001"},"x":"="}]"#;
+    let kv = "/v4/keyvalues/Sales";
+    let start = format!("/v4/reloadtask/{A}/start");
+    for (origin, expected, part) in [
+        (
+            Some("http://evil.example"),
+            403,
+            "Origin http://evil.example is not allowed",
+        ),
+        (Some("null"), 403, "Origin null is not allowed"),
+        (None, 415, "Content-Type: application/json"),
+    ] {
+        for content_type in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+        ] {
+            let (status, body) = form(content_type, origin, None, kv, kv_body);
+            assert_butler_error(status, &body, expected, part);
+            let (status, body) = form(content_type, origin, None, &start, start_body);
+            assert_butler_error(status, &body, expected, part);
+        }
+    }
+    // A JSON post from a web page's script is refused for its Origin too.
+    let (status, body) = form(
+        "application/json",
+        Some("http://evil.example"),
+        None,
+        kv,
+        kv_body,
+    );
+    assert_butler_error(status, &body, 403, "ButlerEdge.allowedOrigins");
+    // DNS rebinding: the browser sends the attacker's name as Host.
+    let (status, body) = form(
+        "application/json",
+        None,
+        Some("rebind.evil.example:8080"),
+        kv,
+        kv_body,
+    );
+    assert_butler_error(status, &body, 403, "ButlerEdge.allowedHosts");
+    assert!(qrs.start_calls().is_empty(), "a task was started");
+    let (status, _) = Butler::on_port(server.port).kv_keys("Sales");
+    assert_eq!(status, 400, "a key was written");
+
+    // Legitimate callers: butler_subs.qvs (JSON, `charset` too), the allowed origin (any
+    // case), a configured Host name, and a start with no body and no Content-Type.
+    let (status, body) = form("application/json; charset=utf-8", None, None, kv, kv_body);
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = form(
+        "Application/JSON",
+        Some("https://sense.corp.example"),
+        Some("butler-edge.corp.example"),
+        &start,
+        start_body,
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = json_of(
+        client()
+            .post(server.url(&start))
+            .header("X-HTTP-Method-Override", "PUT")
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 200, "{body}");
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use http::{HeaderMap, Method, Response, StatusCode};
 use hyper::body::Incoming;
 
+use super::browser;
 use super::route::Route;
 use super::state::AppState;
 use crate::api;
@@ -101,6 +102,7 @@ async fn dispatch(
     body: Incoming,
     access: &Access,
 ) -> Result<Response<ResponseBody>, ApiError> {
+    browser::check_origin_and_host(&state.config.edge, parts)?;
     let path = parts.uri.path();
     let query = decode::query_pairs(parts.uri.query().unwrap_or(""))
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -133,6 +135,7 @@ async fn dispatch(
                 guard.check()?;
             }
             let body = read_to_bytes(body, limits, &state.body_budget).await?;
+            browser::require_json(&parts.headers, &body)?;
             api::kv::post(store()?, limits, namespace, &body).await?
         }
         Route::KvDeleteNamespace { namespace } => {
@@ -143,6 +146,7 @@ async fn dispatch(
         }
         Route::StartTask { task_id } => {
             let body = read_to_bytes(body, limits, &state.body_budget).await?;
+            browser::require_json(&parts.headers, &body)?;
             let st = state.start_task.as_ref().ok_or_else(|| {
                 match &state.config.start_task.not_set_up {
                     Some(why) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, why.clone()),

@@ -61,10 +61,12 @@ pub async fn start(
 
     let idempotency_key = idempotency_key(call.headers)?;
     // Each caller has its own keys: another client reusing a key neither replays this
-    // caller's answer (which would tell it what this caller started) nor is refused.
+    // caller's answer (which would tell it what this caller started) nor is refused. Keyed
+    // by the certificate identity, not the display name.
+    let identity = access.identity();
     let stored_key = idempotency_key
         .as_ref()
-        .map(|key| format!("{}:{}:{key}", access.name().len(), access.name()));
+        .map(|key| format!("{}:{identity}:{key}", identity.len()));
     let _guard = match &stored_key {
         Some(stored_key) => Some(st.idempotency.lock(stored_key).await),
         None => None,

@@ -103,7 +103,19 @@ pub fn parse_client_auth(r: &Reader, tls: &TlsConfig) -> Result<ClientAuthConfig
     let mut clients: Vec<Arc<ClientRule>> = Vec::new();
     for (i, item) in r.list("ButlerEdge.clientAuth.clients")?.iter().enumerate() {
         let rule = parse_client(&format!("ButlerEdge.clientAuth.clients[{i}]"), item)?;
-        if let Some(earlier) = clients.iter().find(|c| c.matcher == rule.matcher) {
+        // Names label answers in logs and 403s, and must not be mistaken for one another.
+        if let Some(earlier) = clients.iter().position(|c| c.name == rule.name) {
+            return Err(ConfigError::Other(format!(
+                "ButlerEdge.clientAuth.clients[{i}].name: {:?} is already the name of \
+                 clients[{earlier}]; give each client its own name (an entry without `name` is \
+                 named by its commonName, dnsName or uri)",
+                rule.name
+            )));
+        }
+        if let Some(earlier) = clients
+            .iter()
+            .find(|c| c.matcher.same_identity(&rule.matcher))
+        {
             return Err(ConfigError::Other(format!(
                 "ButlerEdge.clientAuth.clients[{i}]: {} is already used by client {:?}; \
                  each certificate identity may appear once",

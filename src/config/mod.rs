@@ -131,6 +131,12 @@ pub struct EdgeConfig {
     pub health_endpoint: bool,
     /// `GET /metrics` (`ButlerEdge.endpointsEnable.metrics`).
     pub metrics_endpoint: bool,
+    /// Web origins whose pages may call the API (`ButlerEdge.allowedOrigins`), lower-case
+    /// and without a trailing `/`; a request with any other `Origin` header is refused.
+    pub allowed_origins: Vec<String>,
+    /// The names callers reach this server by (`ButlerEdge.allowedHosts`), lower-case;
+    /// empty: `Host` is not checked.
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -309,6 +315,16 @@ fn parse_edge(r: &Reader) -> Result<EdgeConfig, ConfigError> {
         min_free_disk_bytes: r.integer_or("ButlerEdge.minFreeDiskBytes", 0, 1 << 60, 64 << 20)?,
         health_endpoint: r.bool("ButlerEdge.endpointsEnable.health", false)?,
         metrics_endpoint: r.bool("ButlerEdge.endpointsEnable.metrics", false)?,
+        allowed_origins: r
+            .string_list("ButlerEdge.allowedOrigins")?
+            .iter()
+            .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+            .collect(),
+        allowed_hosts: r
+            .string_list("ButlerEdge.allowedHosts")?
+            .iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .collect(),
     })
 }
 
