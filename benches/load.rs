@@ -11,7 +11,8 @@
 //! Options (after `--`):
 //!   --duration S      measured seconds per row (default 5), --warmup S (default 1)
 //!   --conns LIST      connection counts (default 1,16,64,256)
-//!   --workloads LIST  ping,read,write,mix,start,start0,connect (default all)
+//!   --workloads LIST  ping,read,write,mix,bigwrite,bigread,longkey,start,start0,connect
+//!                     (default all; the big-value ones run at no more than 16 connections)
 //!   --quick           1 s rows, 1,64 connections, footprint without the 1M-key step
 //!   --no-footprint, --no-nginx, --no-tls
 //!   --url URL         also drive another server at URL (http or https) in the same
@@ -46,6 +47,15 @@ use tokio::net::TcpStream;
 const TASK_ID: &str = "aaaaaaaa-0000-4000-8000-000000000001";
 const READ_KEYS: usize = 10_000;
 const VALUE_64: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+/// Butler's envelope: a value that nearly fills its 1 MB body, a key of 4,000 characters.
+const BIG_VALUE_BYTES: usize = 1_000_000;
+const LONG_KEY_CHARS: usize = 4_000;
+const LONG_KEY_VALUE_BYTES: usize = 200_000;
+/// 1 MB values preloaded for the big-read workload.
+const BIG_READ_KEYS: usize = 32;
+/// The big-value workloads' connection counts are capped: each request carries up to 1 MB,
+/// and what they measure (the store with such values) shows at a few connections.
+const BIG_MAX_CONNS: usize = 16;
 
 // ---------------------------------------------------------------- options
 
@@ -137,6 +147,12 @@ enum Workload {
     Read,
     Write,
     Mix,
+    /// A new key with a 1,000,000-byte value (Butler's body limit nearly filled).
+    BigWrite,
+    /// A random one of [`BIG_READ_KEYS`] preloaded 1,000,000-byte values.
+    BigRead,
+    /// A new 4,000-character key with a 200 kB value.
+    LongKey,
     /// Start task with the stand-in's 2 ms delay per QRS call.
     Start,
     /// Start task with no added delay: our throughput through QRS calls.
@@ -146,11 +162,14 @@ enum Workload {
 }
 
 impl Workload {
-    const ALL: [Workload; 7] = [
+    const ALL: [Workload; 10] = [
         Workload::Ping,
         Workload::Read,
         Workload::Write,
         Workload::Mix,
+        Workload::BigWrite,
+        Workload::BigRead,
+        Workload::LongKey,
         Workload::Start,
         Workload::StartNoDelay,
         Workload::Connect,
@@ -162,10 +181,25 @@ impl Workload {
             Workload::Read => "read",
             Workload::Write => "write",
             Workload::Mix => "mix",
+            Workload::BigWrite => "bigwrite",
+            Workload::BigRead => "bigread",
+            Workload::LongKey => "longkey",
             Workload::Start => "start",
             Workload::StartNoDelay => "start0",
             Workload::Connect => "connect",
         }
+    }
+
+    /// Whether the workload reads keys that must be stored first.
+    fn reads(self) -> bool {
+        matches!(self, Workload::Read | Workload::Mix | Workload::BigRead)
+    }
+
+    fn is_big(self) -> bool {
+        matches!(
+            self,
+            Workload::BigWrite | Workload::BigRead | Workload::LongKey
+        )
     }
 
     fn label(self) -> &'static str {
@@ -174,6 +208,9 @@ impl Workload {
             Workload::Read => "KV read",
             Workload::Write => "KV durable write",
             Workload::Mix => "KV 90/10 read/write",
+            Workload::BigWrite => "KV write 1 MB value",
+            Workload::BigRead => "KV read 1 MB value",
+            Workload::LongKey => "KV write 4000-char key",
             Workload::Start => "start task (QRS 2 ms/call)",
             Workload::StartNoDelay => "start task (QRS no delay)",
             Workload::Connect => "new connection + ping",
@@ -243,20 +280,21 @@ fn request(
 ) -> (http::Request<Full<Bytes>>, u16) {
     let host = format!("{}:{}", target.host, target.port);
     let builder = http::Request::builder().header(http::header::HOST, host);
-    let write = |builder: http::request::Builder| {
-        let body = format!(
-            "{{\"key\":\"r{run}-c{conn}-{seq}\",\"value\":\"{VALUE_64}\",\"ttl\":86400000}}"
-        );
+    // A new key (unique per run, connection and request) with a day's TTL.
+    let new_key = |builder: http::request::Builder, namespace: &str, key: &str, value: &str| {
+        let body = format!("{{\"key\":\"{key}\",\"value\":\"{value}\",\"ttl\":86400000}}");
         (
             builder
                 .method("POST")
-                .uri("/v4/keyvalues/bench-write")
+                .uri(format!("/v4/keyvalues/{namespace}"))
                 .header(http::header::CONTENT_TYPE, "application/json")
                 .body(Full::new(Bytes::from(body)))
                 .expect("request"),
             201,
         )
     };
+    let unique = format!("r{run}-c{conn}-{seq}");
+    let write = |builder| new_key(builder, "bench-write", &unique, VALUE_64);
     let read = |builder: http::request::Builder| {
         let key = rand::random_range(0..READ_KEYS);
         (
@@ -279,6 +317,22 @@ fn request(
         Workload::Write => write(builder),
         Workload::Mix if rand::random_range(0..10) == 0 => write(builder),
         Workload::Mix => read(builder),
+        Workload::BigWrite => new_key(builder, "bench-big-write", &unique, big_value()),
+        Workload::BigRead => (
+            builder
+                .uri(format!(
+                    "/v4/keyvalues/bench-big-read?key=k{}",
+                    rand::random_range(0..BIG_READ_KEYS)
+                ))
+                .body(Full::new(Bytes::new()))
+                .expect("request"),
+            200,
+        ),
+        Workload::LongKey => {
+            let key = format!("{unique}-{}", "k".repeat(LONG_KEY_CHARS - unique.len() - 1));
+            let value = &big_value()[..LONG_KEY_VALUE_BYTES];
+            new_key(builder, "bench-long-key", &key, value)
+        }
         Workload::Start | Workload::StartNoDelay => (
             builder
                 .method("PUT")
@@ -938,13 +992,24 @@ fn pin_to_cpu(cpu: usize) {
     }
 }
 
-async fn preload_reads(target: &Target) -> Result<(), String> {
+/// The 1,000,000-byte value of the big-value workloads, made once.
+fn big_value() -> &'static str {
+    static VALUE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VALUE.get_or_init(|| VALUE_64.chars().cycle().take(BIG_VALUE_BYTES).collect())
+}
+
+/// Stores what the read workloads read: 10,000 small values, and 32 values of 1 MB when
+/// `big` (the big-read workload runs).
+async fn preload_reads(target: &Target, big: bool) -> Result<(), String> {
     let mut sender = open(target).await?;
-    for k in 0..READ_KEYS {
-        let body = format!("{{\"key\":\"k{k}\",\"value\":\"{VALUE_64}\"}}");
+    let small = (0..READ_KEYS).map(|k| ("bench-read", k, VALUE_64));
+    let large =
+        (0..if big { BIG_READ_KEYS } else { 0 }).map(|k| ("bench-big-read", k, big_value()));
+    for (namespace, k, value) in small.chain(large) {
+        let body = format!("{{\"key\":\"k{k}\",\"value\":\"{value}\"}}");
         let req = http::Request::builder()
             .method("POST")
-            .uri("/v4/keyvalues/bench-read")
+            .uri(format!("/v4/keyvalues/{namespace}"))
             .header(http::header::HOST, "127.0.0.1")
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))
@@ -973,7 +1038,11 @@ async fn run_matrix(target: &Target, workloads: &[Workload], o: &Options, qrs: O
         }
         let connections_before = qrs.map(FakeQrs::connections);
         let mut calls = 0;
-        for &c in &o.conns {
+        for &c in o
+            .conns
+            .iter()
+            .filter(|&&c| !w.is_big() || c <= BIG_MAX_CONNS)
+        {
             if let Some(qrs) = qrs {
                 calls += qrs.calls().len();
                 qrs.clear_calls();
@@ -1084,11 +1153,9 @@ async fn async_main(o: Options, cores: usize) {
             }
         }
         let workloads: Vec<Workload> = o.workloads.clone();
-        if workloads
-            .iter()
-            .any(|w| matches!(w, Workload::Read | Workload::Mix))
-        {
-            if let Err(e) = preload_reads(&target).await {
+        if workloads.iter().any(|w| w.reads()) {
+            let big = workloads.contains(&Workload::BigRead);
+            if let Err(e) = preload_reads(&target, big).await {
                 println!("| {name}: {e}");
                 continue;
             }
@@ -1160,11 +1227,9 @@ async fn external(url: &str, o: &Options) {
     };
     println!();
     print_header();
-    if o.workloads
-        .iter()
-        .any(|w| matches!(w, Workload::Read | Workload::Mix))
-    {
-        if let Err(e) = preload_reads(&target).await {
+    if o.workloads.iter().any(|w| w.reads()) {
+        let big = o.workloads.contains(&Workload::BigRead);
+        if let Err(e) = preload_reads(&target, big).await {
             println!("| preloading the read keys failed: {e}");
         }
     }

@@ -119,9 +119,9 @@ fn client_certificates(out: &mut String, config: &Config) {
 }
 
 fn endpoints(out: &mut String, config: &Config) {
-    let names = config.endpoints.names(&config.kv);
+    let names = config.endpoints.names(&config.features);
     let _ = writeln!(out, "enabled endpoints: {}", list_or(&names, "none"));
-    if config.endpoints.key_value_store && !config.kv.enable {
+    if config.features.kv_endpoints_without_store {
         let _ = writeln!(
             out,
             "warning: Butler.restServerEndpointsEnable.keyValueStore is true but \
@@ -131,7 +131,7 @@ fn endpoints(out: &mut String, config: &Config) {
 }
 
 fn key_value_store(out: &mut String, config: &Config) {
-    let store = if config.kv.enable {
+    let store = if config.features.kv_store_on() {
         format!(
             "enabled, at most {} keys per namespace, data dir {}",
             config.kv.max_keys_per_namespace,
@@ -145,11 +145,11 @@ fn key_value_store(out: &mut String, config: &Config) {
 
 fn start_task(out: &mut String, config: &Config) {
     let st = &config.start_task;
-    if let Some(why) = &st.not_set_up {
+    if let Some(why) = config.features.start_task_not_set_up() {
         let _ = writeln!(out, "start task: NOT READY: {why}");
         return;
     }
-    if !st.enabled {
+    if !config.features.start_task_ready() {
         return;
     }
     let trust = if !st.qrs.use_ssl {
@@ -191,7 +191,7 @@ fn appliance(out: &mut String, config: &Config) {
         "appliance endpoints: {}",
         list_or(&appliance, "none (ButlerEdge.endpointsEnable)")
     );
-    if config.kv.enable {
+    if config.features.kv_store_on() {
         let _ = writeln!(
             out,
             "free-disk guard: {}",

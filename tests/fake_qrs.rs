@@ -129,17 +129,80 @@ async fn enforces_client_certificates_and_the_xrfkey_rule_and_parses_filters() {
     }
 }
 
+/// Literals are read the way a live QRS reads them (ptarmiganlabs/butler-sheet-icons measured
+/// it): a backslash escapes the next character; a doubled quote or a double-quoted value is not
+/// a literal.
 #[test]
 fn filter_grammar() {
+    use support::fake_qrs::Filter;
     assert!(parse_filter("id eq a or id eq b").is_ok());
-    assert!(
-        parse_filter(
-            "(customProperties.definition.name eq 'x''y') and (customProperties.value eq 'v')"
-        )
-        .is_ok()
+    let eq = |f: &str, v: &str| Filter::Eq(f.to_string(), v.to_string());
+    assert_eq!(parse_filter(r"name eq 'Q1\'25'"), Ok(eq("name", "Q1'25")));
+    assert_eq!(
+        parse_filter(r"name eq 'C:\\dir'"),
+        Ok(eq("name", r"C:\dir"))
     );
-    assert!(parse_filter("tags.name eq 'unterminated").is_err());
-    assert!(parse_filter("tags.name 'x'").is_err());
+    assert_eq!(parse_filter(r"name eq 'a\\'"), Ok(eq("name", r"a\")));
+    assert_eq!(
+        parse_filter(
+            r"(customProperties.definition.name eq 'x\'y') and (customProperties.value eq 'v')"
+        ),
+        Ok(Filter::And(
+            Box::new(eq("customProperties.definition.name", "x'y")),
+            Box::new(eq("customProperties.value", "v"))
+        ))
+    );
+    for wrong in [
+        "name eq 'O''Brien'",
+        "name eq \"Q1'25\"",
+        "name eq \"x\"",
+        // The backslash escapes the closing quote: the literal never ends.
+        r"name eq 'a\'",
+        "tags.name eq 'unterminated",
+        "tags.name 'x'",
+    ] {
+        assert!(parse_filter(wrong).is_err(), "{wrong}");
+    }
+}
+
+/// Over the wire, a filter QRS cannot parse is a 400 "Cannot parse the expression", and the
+/// backslash-escaped form finds the task.
+#[tokio::test]
+async fn answers_400_cannot_parse_to_the_doubled_quote_and_finds_the_backslash_form() {
+    let kind = KeyKind::EcP256Pkcs8;
+    let certs = SenseCerts::new(&["localhost"], kind);
+    let qrs = FakeQrs::start(&certs.server, &certs.ca, tasks());
+    let c = client(&certs, Some(&certs.ca.client_cert("QlikClient", kind)));
+    let base = format!("https://localhost:{}", qrs.port());
+    let get = |filter: &str| {
+        let url = format!(
+            "{base}/qrs/task/full?xrfkey=abcdefghijklmnop&filter={}",
+            percent_encoding::utf8_percent_encode(filter, percent_encoding::NON_ALPHANUMERIC)
+        );
+        let c = c.clone();
+        async move {
+            let r = c
+                .get(url)
+                .header("X-Qlik-Xrfkey", "abcdefghijklmnop")
+                .header("X-Qlik-User", "UserDirectory=Internal;UserId=sa_repository")
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    for wrong in [
+        "customProperties.value eq 'it''s'",
+        "customProperties.value eq \"it's\"",
+    ] {
+        let (status, body) = get(wrong).await;
+        assert_eq!(status, 400, "{wrong}");
+        assert!(body.starts_with("Cannot parse the expression"), "{body}");
+    }
+    let (status, body) = get(r"customProperties.value eq 'it\'s'").await;
+    assert_eq!(status, 200);
+    let found: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(found[0]["name"], "Reload A", "{body}");
 }
 
 /// The PKI helpers make what they promise: validity windows, SANs and a CRL listing the

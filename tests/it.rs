@@ -2,9 +2,11 @@
 //! (`tests/fault.rs` holds the fault tests, which run one at a time.)
 //!
 //! Where a new test goes:
-//! - a key-value endpoint's behaviour (statuses, bodies, names, TTLs, limits) → `kv_api`
+//! - a key-value endpoint's behaviour (statuses, bodies, names, TTLs, limits) → `kv_api`;
+//!   listing order → `listing_order`; what butler_subs.qvs sends, byte for byte → `butler_subs`
 //! - starting tasks through QRS, the start-task body and answers → `start_task`
-//! - the fake QRS's own faithfulness to QRS → `fake_qrs`
+//! - the fake QRS's own faithfulness to QRS → `fake_qrs`; the runnable fake QRS
+//!   (`cargo run --example fake-qrs`) → `fake_qrs_program`
 //! - what survives restarts, `kill -9` and damage → `durability`
 //! - routing, enablement, limits or timeouts that need no process of its own → `in_process`
 //!   (runs the service in this process; paused tokio time for timeouts)
@@ -29,6 +31,8 @@ mod support;
 mod appliance;
 #[path = "architecture.rs"]
 mod architecture;
+#[path = "butler_subs.rs"]
+mod butler_subs;
 #[path = "client_auth.rs"]
 mod client_auth;
 #[path = "config.rs"]
@@ -37,6 +41,8 @@ mod config;
 mod durability;
 #[path = "fake_qrs.rs"]
 mod fake_qrs;
+#[path = "fake_qrs_program.rs"]
+mod fake_qrs_program;
 #[path = "health_metrics.rs"]
 mod health_metrics;
 #[path = "in_process.rs"]
@@ -45,6 +51,8 @@ mod in_process;
 mod init;
 #[path = "kv_api.rs"]
 mod kv_api;
+#[path = "listing_order.rs"]
+mod listing_order;
 #[path = "properties.rs"]
 mod properties;
 #[path = "start_task.rs"]

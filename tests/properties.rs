@@ -5,7 +5,7 @@
 //! means, and no number of black-box requests covers their input space the way
 //! generated inputs do.
 
-use butler_edge::api::kv::{parse_new_pair, parse_ttl, scalar_text};
+use butler_edge::api::kv_input::{parse_new_pair, parse_ttl, scalar_text};
 use butler_edge::api::start_task::parse_body;
 use butler_edge::config::Limits;
 use butler_edge::http::decode::{path_segment, path_segments, query_pairs};
@@ -168,14 +168,26 @@ proptest! {
     // ---- QRS filter quoting ----
 
     #[test]
-    fn quoting_doubles_quotes_and_unquotes_back(v in ".*") {
+    fn quoting_escapes_with_backslashes_and_unquotes_back(v in ".*") {
         let quoted = filter::quote(&v);
         prop_assert!(quoted.starts_with('\'') && quoted.ends_with('\'') && quoted.len() >= 2);
         let inner = &quoted[1..quoted.len() - 1];
-        // No lone quote inside: every quote is doubled, so the value cannot end the literal.
-        prop_assert_eq!(inner.matches('\'').count() % 2, 0);
-        prop_assert!(!inner.replace("''", "").contains('\''));
-        prop_assert_eq!(inner.replace("''", "'"), v);
+        // Read as QRS reads a literal: a backslash takes the next character; an unescaped
+        // quote would end the literal early, so there must be none.
+        let mut unescaped = String::new();
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    let next = chars.next();
+                    prop_assert!(matches!(next, Some('\\') | Some('\'')), "{inner:?}");
+                    unescaped.extend(next);
+                }
+                '\'' => prop_assert!(false, "unescaped quote in {inner:?}"),
+                c => unescaped.push(c),
+            }
+        }
+        prop_assert_eq!(unescaped, v);
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //! make a visitor's browser post to it: an HTML form can send `text/plain`,
 //! form-encoded or multipart bodies to any address without asking, and `text/plain` can
 //! carry valid JSON. Three checks close that:
-//! - a body must be sent as `application/json` (what Butler's Fastify parses, and what
-//!   Sense's REST connector sends for butler_subs.qvs); a browser sends that cross-origin
-//!   only after a CORS preflight, which this server never grants;
+//! - a body declared as anything but `application/json` is refused (HTML forms can only
+//!   declare `text/plain`, form-encoded or multipart; a browser sends JSON cross-origin only
+//!   after a CORS preflight, which this server never grants); an undeclared body is taken
+//!   as JSON, as butler_subs.qvs's start subs send it;
 //! - a request carrying an `Origin` header (browsers send it on every cross-origin request
 //!   and every POST; Sense, curl and upstream systems do not) is refused unless the origin
 //!   is in `ButlerEdge.allowedOrigins` (empty by default);
@@ -73,30 +74,28 @@ pub fn check_origin_and_host(edge: &EdgeConfig, parts: &Parts) -> Result<(), Api
     ))
 }
 
-/// A non-empty body must be declared as JSON (`application/json`, any parameters, any
-/// case). An empty body needs no type: butler_subs.qvs's `StartTask` posts none.
+/// A body declared as anything but JSON (`application/json`, any parameters, any case) is
+/// refused. A body without `Content-Type` is taken as JSON: butler_subs.qvs's `StartTask`
+/// and `StartTask_KeyValue` subs set no type of their own (only `AddKeyValue` does), and an
+/// HTML form always declares one; a page's script sending an untyped body still carries an
+/// `Origin`, which [`check_origin_and_host`] refuses.
 pub fn require_json(headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+    let Some(declared) = headers.get(http::header::CONTENT_TYPE) else {
+        return Ok(());
+    };
     if body.is_empty() {
         return Ok(());
     }
-    let declared = headers
-        .get(http::header::CONTENT_TYPE)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let essence = declared
-        .as_deref()
-        .and_then(|t| t.split(';').next())
-        .map(|t| t.trim().to_ascii_lowercase());
-    if essence.as_deref() == Some("application/json") {
+    let declared = String::from_utf8_lossy(declared.as_bytes());
+    let essence = declared.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
         return Ok(());
     }
     Err(ApiError::new(
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         format!(
-            "the request body must be JSON sent with Content-Type: application/json (found {})",
-            match &declared {
-                Some(t) => format!("{:?}", t),
-                None => "no Content-Type".to_string(),
-            }
+            "the request body must be JSON: send it with Content-Type: application/json \
+             (found {declared:?})"
         ),
     ))
 }

@@ -138,7 +138,7 @@ fn certificate_checks(state: &AppState) -> (Vec<Value>, Verdict) {
 /// service `degraded`, not failed: the key-value store still works, and starts say why they
 /// fail.
 fn qrs_check(state: &AppState) -> (Value, Verdict) {
-    if let Some(why) = &state.config.start_task.not_set_up {
+    if let Some(why) = state.config.features.start_task_not_set_up() {
         return (
             json!({"status": "not set up", "message": why}),
             Verdict::Degraded,

@@ -7,10 +7,11 @@
 
 use http::{Response, StatusCode};
 use serde::Serialize;
-use serde_json::Value;
 
+use super::kv_input::parse_new_pair;
+pub use super::kv_input::{NewPair, parse_ttl, scalar_text};
 use crate::config::Limits;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, namespace_full};
 use crate::http::response::{ResponseBody, empty, json};
 use crate::kv::{Rejected, Store, StoreError, WriteOp, WriteOutcome, deadline_for, now_ms};
 
@@ -122,135 +123,6 @@ pub fn key_list(store: &Store, namespace: &str) -> Result<Response<ResponseBody>
     Ok(json(StatusCode::OK, &KeyList { namespace, keys }))
 }
 
-/// A validated `POST /v4/keyvalues/{namespace}` body.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewPair {
-    pub key: String,
-    /// The stored value: text as sent, numbers and booleans in their text form,
-    /// missing or null as `""` (as Butler stores them).
-    pub value: String,
-    /// Whether the body had a `value` at all (Butler's echo omits it otherwise).
-    pub value_sent: bool,
-    /// Milliseconds; 0 or less means no expiry.
-    pub ttl: i64,
-}
-
-/// The text form Butler (JavaScript) gives a JSON scalar: `1.0` is `"1"`.
-pub fn scalar_text(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Number(n) => Some(match n.as_f64() {
-            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e21 => format!("{f:.0}"),
-            _ => n.to_string(),
-        }),
-        _ => None,
-    }
-}
-
-/// Parses a TTL as Butler accepts it: a number or a numeric string (butler_subs.qvs
-/// sends `"3000"`), truncated to whole milliseconds; absent or null is 0.
-pub fn parse_ttl(value: Option<&Value>) -> Result<i64, ApiError> {
-    let invalid = |v: &Value| {
-        ApiError::bad_request(format!(
-            "body/ttl must be number (milliseconds), found {}",
-            crate::config::describe(v)
-        ))
-    };
-    let millis = match value {
-        None | Some(Value::Null) => return Ok(0),
-        Some(Value::Number(n)) => n.as_f64(),
-        Some(v @ Value::String(s)) => {
-            let parsed = s.trim().parse::<f64>().ok();
-            if s.trim().is_empty() || parsed.is_none_or(|f| !f.is_finite()) {
-                return Err(invalid(v));
-            }
-            parsed
-        }
-        Some(other) => return Err(invalid(other)),
-    };
-    // `as` saturates at i64's bounds, which are far beyond any useful TTL.
-    Ok(millis.map(|f| f.trunc() as i64).unwrap_or(0))
-}
-
-/// Validates a create/update body and the sizes of its parts.
-pub fn parse_new_pair(namespace: &str, body: &[u8], limits: &Limits) -> Result<NewPair, ApiError> {
-    check_size(
-        "namespace",
-        namespace,
-        limits.max_namespace_bytes,
-        "maxNamespaceBytes",
-    )?;
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request(
-            "Required parameter is missing: the request body must be a JSON object with a \"key\"",
-        ));
-    }
-    let doc: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("request body is not valid JSON: {e}")))?;
-    let Value::Object(fields) = doc else {
-        return Err(ApiError::bad_request(format!(
-            "body must be object, found {}",
-            crate::config::describe(&doc)
-        )));
-    };
-    let key = match fields.get("key") {
-        None | Some(Value::Null) => String::new(),
-        Some(v) => scalar_text(v).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "body/key must be string, found {}",
-                crate::config::describe(v)
-            ))
-        })?,
-    };
-    if key.is_empty() {
-        return Err(ApiError::bad_request(
-            "Required parameter is missing: body/key must be a non-empty string",
-        ));
-    }
-    check_size("key", &key, limits.max_key_bytes, "maxKeyBytes")?;
-    let value_sent = fields.get("value").is_some();
-    let value = match fields.get("value") {
-        None | Some(Value::Null) => String::new(),
-        Some(v) => scalar_text(v).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "body/value must be string, found {}",
-                crate::config::describe(v)
-            ))
-        })?,
-    };
-    check_size("value", &value, limits.max_value_bytes, "maxValueBytes")?;
-    let ttl = parse_ttl(fields.get("ttl"))?;
-    Ok(NewPair {
-        key,
-        value,
-        value_sent,
-        ttl,
-    })
-}
-
-pub fn check_size(what: &str, text: &str, limit: usize, setting: &str) -> Result<(), ApiError> {
-    if text.len() > limit {
-        return Err(ApiError::bad_request(format!(
-            "{what} is {} bytes; the limit is {limit} bytes (ButlerEdge.limits.{setting})",
-            text.len()
-        )));
-    }
-    Ok(())
-}
-
-/// The refusal a caller sees when a namespace already holds its limit of keys.
-pub fn namespace_full(namespace: &str, key: &str, limit: u64) -> ApiError {
-    ApiError::new(
-        StatusCode::CONFLICT,
-        format!(
-            "Namespace '{namespace}' already holds its limit of {limit} keys \
-             (Butler.keyValueStore.maxKeysPerNamespace); key '{key}' was not stored. \
-             Delete keys from the namespace or raise the limit"
-        ),
-    )
-}
-
 pub async fn post(
     store: &Store,
     limits: &Limits,
@@ -337,7 +209,7 @@ pub async fn delete_key(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::super::kv_input::{parse_ttl, scalar_text};
     use serde_json::json;
 
     #[test]

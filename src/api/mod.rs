@@ -7,6 +7,7 @@
 pub mod browser;
 pub mod health;
 pub mod kv;
+pub mod kv_input;
 pub mod ping;
 pub mod route;
 pub mod router;

@@ -23,5 +23,5 @@ pub fn butlerping() -> Response<ResponseBody> {
 }
 
 pub fn endpoints_enabled(config: &Config) -> Response<ResponseBody> {
-    json(StatusCode::OK, &config.endpoints.names(&config.kv))
+    json(StatusCode::OK, &config.endpoints.names(&config.features))
 }

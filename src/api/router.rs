@@ -29,14 +29,9 @@ fn enabled(state: &AppState, group: EndpointGroup) -> bool {
     match group {
         EndpointGroup::Ping => endpoints.butlerping,
         EndpointGroup::EndpointsEnabled => endpoints.api_list_enabled_endpoints,
-        EndpointGroup::KvRead | EndpointGroup::KvWrite => {
-            endpoints.key_value_store && state.store.is_some()
-        }
+        EndpointGroup::KvRead | EndpointGroup::KvWrite => state.config.features.kv_served(),
         // Enabled but waiting for QRS set-up still counts: its callers get a 503 saying why.
-        EndpointGroup::StartTask => {
-            endpoints.sense_start_task
-                && (state.start_task.is_some() || state.config.start_task.not_set_up.is_some())
-        }
+        EndpointGroup::StartTask => state.config.features.start_task_served(),
         EndpointGroup::Health => state.config.edge.health_endpoint,
         EndpointGroup::Metrics => state.config.edge.metrics_endpoint,
     }
@@ -148,8 +143,8 @@ async fn dispatch(
             let body = read_to_bytes(body, limits, &state.body_budget).await?;
             browser::require_json(&parts.headers, &body)?;
             let st = state.start_task.as_ref().ok_or_else(|| {
-                match &state.config.start_task.not_set_up {
-                    Some(why) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, why.clone()),
+                match state.config.features.start_task_not_set_up() {
+                    Some(why) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, why),
                     None => ApiError::internal("the start-task endpoint is not set up"),
                 }
             })?;

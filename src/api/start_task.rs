@@ -1,21 +1,23 @@
 //! `PUT|POST /v4/reloadtask/{taskId}/start[?allTaskIdsMustExist=…][&wait=…]`.
 //!
-//! Parses the path, query and body the way Butler (Fastify's schema) accepts them,
-//! handles `Idempotency-Key`, stores the body's key-value items through `kv`, and
-//! hands the rest to `tasks::Starter`, whose report is the answer.
+//! Parses the path, query, headers and body the way Butler (Fastify's schema) accepts them,
+//! checks the caller may write the body's key-value items, and hands the request to
+//! `tasks::StartService` (idempotency, disk checks, the start), whose report is the answer;
+//! its failures become statuses in `http::error`.
 
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use serde_json::Value;
 
-use crate::api::kv::{check_size, namespace_full, parse_ttl, scalar_text};
-use crate::api::state::{AppState, StartTaskState};
+use crate::api::kv_input::start_item;
+use crate::api::state::AppState;
 use crate::authz::{Access, EndpointGroup};
 use crate::config::{Limits, describe};
 use crate::http::error::ApiError;
 use crate::http::response::{ResponseBody, json_bytes};
 use crate::kv::idempotency::Answer;
-use crate::kv::{Rejected, Store, WriteOp, WriteOutcome, deadline_for, now_ms};
-use crate::tasks::{BodyItem, KeyValueItem, StartError, StartRequest, StartTaskPolicy};
+use crate::tasks::{
+    BodyItem, Idempotency, KeyValueTarget, StartRequest, StartService, StartTaskPolicy, Started,
+};
 
 /// The request as the router received it.
 pub struct StartCall<'a> {
@@ -32,7 +34,7 @@ pub struct StartCall<'a> {
 
 pub async fn start(
     state: &AppState,
-    st: &StartTaskState,
+    service: &StartService,
     policy: &StartTaskPolicy,
     access: &Access,
     call: StartCall<'_>,
@@ -58,126 +60,38 @@ pub async fn start(
             access.check_namespace(&kv.namespace)?;
         }
     }
-
-    let idempotency_key = idempotency_key(call.headers)?;
-    // Each caller has its own keys: another client reusing a key neither replays this
-    // caller's answer (which would tell it what this caller started) nor is refused. Keyed
-    // by the certificate identity, not the display name.
-    let identity = access.identity();
-    let stored_key = idempotency_key
-        .as_ref()
-        .map(|key| format!("{}:{identity}:{key}", identity.len()));
-    let _guard = match &stored_key {
-        Some(stored_key) => Some(st.idempotency.lock(stored_key).await),
-        None => None,
+    let idempotency = idempotency_key(call.headers)?.map(|key| Idempotency {
+        key,
+        // The certificate identity, not the display name (see `Access::identity`).
+        caller: access.identity(),
+        fingerprint: fingerprint(&call),
+    });
+    let items = KeyValueTarget {
+        // Stored only where the key-value API is served (see `KvMode`).
+        store: state
+            .store
+            .as_ref()
+            .filter(|_| state.config.features.kv_served()),
+        disk_guard: state.disk_guard.as_deref(),
     };
-    let fingerprint = fingerprint(&call);
-    if let (Some(key), Some(stored_key)) = (&idempotency_key, &stored_key) {
-        let stored = st
-            .idempotency
-            .get(stored_key)
-            .map_err(|e| ApiError::internal(format!("cannot read Idempotency-Key answers: {e}")))?;
-        if let Some(answer) = stored {
-            if answer.fingerprint != fingerprint {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    format!(
-                        "Idempotency-Key {key:?} was already used for a different request \
-                         (method, path, query or body differ); use a new key for a new request"
-                    ),
-                ));
-            }
-            tracing::info!(idempotency_key = %key, "start task: replaying the stored answer");
-            return Ok(replay(answer));
+    let started = service
+        .start(&request, policy, idempotency.as_ref(), items)
+        .await;
+    match started {
+        Ok(Started::Replayed(answer)) => Ok(replay(answer)),
+        Ok(Started::Now { report, body }) => {
+            state
+                .metrics
+                .tasks(report.distinct_started() as u64, report.failed.len() as u64);
+            Ok(json_bytes(StatusCode::OK, body))
         }
-    }
-
-    let store = if state.config.endpoints.key_value_store {
-        state.store.as_ref()
-    } else {
-        None
-    };
-    // Key-value items are stored before any task starts: on a nearly full disk, refuse the
-    // whole request (507) rather than start tasks whose parameters could not be kept.
-    if store.is_some()
-        && request
-            .items
-            .iter()
-            .any(|item| matches!(item, crate::tasks::BodyItem::KeyValue(_)))
-        && let Some(guard) = &state.disk_guard
-    {
-        guard.check()?;
-    }
-    // An Idempotency-Key promises that a retry starts nothing twice, which holds only if the
-    // answer can be stored: with the disk (nearly) full, refuse before starting anything.
-    if idempotency_key.is_some() {
-        let refused = |e: ApiError| {
-            ApiError::new(
-                e.status,
-                format!(
-                    "{} No task was started: the answer to this Idempotency-Key could not be kept.",
-                    e.message
-                ),
-            )
-        };
-        if let Some(guard) = &state.disk_guard {
-            guard.check().map_err(|e| refused(e.into()))?;
-        }
-        if st.idempotency.writes_blocked_by_full_disk() {
-            let dir = st.idempotency.data_dir().display().to_string();
-            return Err(refused(ApiError::new(
-                StatusCode::INSUFFICIENT_STORAGE,
-                format!(
-                    "The last write to the database failed for lack of disk space: free space on \
-                     the file system of {dir}, then retry."
-                ),
-            )));
-        }
-    }
-    let report = st
-        .starter
-        .run(&request, policy, |items| store_key_values(store, items))
-        .await
-        .map_err(|e| match e {
-            StartError::Qrs(qrs) => {
+        Err(failure) => {
+            if failure.is_qrs_unreachable() {
                 state.metrics.qrs_unreachable();
-                ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                format!(
-                    "QRS at {} could not be asked which tasks to start, so no task was started: {qrs}",
-                    st.starter.qrs_host()
-                ),
-            )
             }
-            StartError::KeyValue(api_error) => api_error,
-        })?;
-    // A task named by id, tag and custom property is started once: count it once.
-    let started: std::collections::BTreeSet<&str> = report
-        .tasks_id
-        .started
-        .iter()
-        .chain(&report.tasks_tag)
-        .chain(&report.tasks_cp)
-        .map(|t| t.task_id.as_str())
-        .collect();
-    state
-        .metrics
-        .tasks(started.len() as u64, report.failed.len() as u64);
-
-    let body = serde_json::to_vec(&report)
-        .map_err(|e| ApiError::internal(format!("cannot encode the response: {e}")))?;
-    if let (Some(key), Some(stored_key)) = (&idempotency_key, &stored_key) {
-        let answer = Answer {
-            fingerprint,
-            status: 200,
-            body: body.clone(),
-        };
-        if let Err(e) = st.idempotency.put(stored_key, answer).await {
-            // The tasks have been started: the caller must still get the answer.
-            tracing::error!(idempotency_key = %key, error = %e, "cannot store the Idempotency-Key answer");
+            Err(failure.into())
         }
     }
-    Ok(json_bytes(StatusCode::OK, body))
 }
 
 fn replay(answer: Answer) -> Response<ResponseBody> {
@@ -187,45 +101,6 @@ fn replay(answer: Answer) -> Response<ResponseBody> {
         .headers_mut()
         .insert("idempotent-replayed", HeaderValue::from_static("true"));
     response
-}
-
-/// Commits the key-value items in one durable transaction before any task starts.
-/// With the key-value store disabled they are ignored, as Butler does.
-async fn store_key_values(store: Option<&Store>, items: Vec<KeyValueItem>) -> Result<(), ApiError> {
-    let Some(store) = store else {
-        tracing::warn!(
-            items = items.len(),
-            "start task: key-value items ignored because the key-value store is not enabled"
-        );
-        return Ok(());
-    };
-    let now = now_ms();
-    let ops: Vec<WriteOp> = items
-        .iter()
-        .map(|kv| WriteOp::Put {
-            namespace: kv.namespace.clone(),
-            key: kv.key.clone(),
-            value: kv.value.clone(),
-            expires_at: kv.ttl_ms.map_or(0, |ttl| deadline_for(ttl as i64, now)),
-        })
-        .collect();
-    let outcomes = store.write(ops).await.map_err(|e| {
-        ApiError::store(
-            "storing the key-value items failed, so no task was started",
-            &e,
-            store.path(),
-        )
-    })?;
-    for (kv, outcome) in items.iter().zip(outcomes) {
-        if let WriteOutcome::Rejected(Rejected::NamespaceFull { limit }) = outcome {
-            let e = namespace_full(&kv.namespace, &kv.key, limit);
-            return Err(ApiError::new(
-                e.status,
-                format!("{} No task was started.", e.message),
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// A boolean query parameter as Fastify's schema coerces it: `true` or `false`.
@@ -337,55 +212,8 @@ pub fn parse_body(body: &[u8], limits: &Limits) -> Result<Vec<BodyItem>, ApiErro
                 name: text("customPropertyName")?,
                 value: text("customPropertyValue")?,
             },
-            _ => BodyItem::KeyValue(key_value_item(i, payload, limits)?),
+            _ => BodyItem::KeyValue(start_item(i, payload, limits)?),
         });
     }
     Ok(out)
-}
-
-fn key_value_item(
-    i: usize,
-    payload: &serde_json::Map<String, Value>,
-    limits: &Limits,
-) -> Result<KeyValueItem, ApiError> {
-    let non_empty = |name: &str| -> Result<String, ApiError> {
-        match payload.get(name).and_then(scalar_text) {
-            Some(s) if !s.is_empty() => Ok(s),
-            _ => Err(ApiError::bad_request(format!(
-                "body/{i}/payload/{name} must be a non-empty string, found {}",
-                payload.get(name).map_or("nothing".to_string(), describe)
-            ))),
-        }
-    };
-    let namespace = non_empty("namespace")?;
-    let key = non_empty("key")?;
-    let value = match payload.get("value") {
-        None | Some(Value::Null) => String::new(),
-        Some(v) => scalar_text(v).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "body/{i}/payload/value must be string, found {}",
-                describe(v)
-            ))
-        })?,
-    };
-    check_size(
-        "namespace",
-        &namespace,
-        limits.max_namespace_bytes,
-        "maxNamespaceBytes",
-    )?;
-    check_size("key", &key, limits.max_key_bytes, "maxKeyBytes")?;
-    check_size("value", &value, limits.max_value_bytes, "maxValueBytes")?;
-    let ttl = parse_ttl(payload.get("ttl")).map_err(|e| {
-        ApiError::bad_request(format!(
-            "body/{i}/payload/{}",
-            e.message.trim_start_matches("body/")
-        ))
-    })?;
-    Ok(KeyValueItem {
-        namespace,
-        key,
-        value,
-        ttl_ms: (ttl > 0).then_some(ttl as u64),
-    })
 }

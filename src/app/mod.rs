@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::api::router::Router;
-use crate::api::state::{AppState, StartTaskState};
+use crate::api::state::AppState;
 use crate::config::{Config, RestServerConfig};
 use crate::disk::DiskGuard;
 use crate::http::body::BodyBudget;
@@ -31,7 +31,7 @@ use crate::security::inventory::{warn_expiring, warn_stale_crls};
 use crate::security::tls::TlsSetupError;
 use crate::security::{Security, SecurityHandle, daily_expiry_check};
 use crate::systemd::{self, AcceptProbe, Probe};
-use crate::tasks::Starter;
+use crate::tasks::{StartService, Starter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -206,28 +206,28 @@ async fn build_state(
     config: &Arc<Config>,
     data_dir: &Path,
 ) -> Result<(Arc<AppState>, Option<Store>), StartupError> {
-    // The database also keeps start-task's Idempotency-Key answers, so it is opened
-    // when either feature is on; the key-value API is served only when the store is.
-    let store = if config.kv.enable || config.start_task.enabled {
+    let features = &config.features;
+    // The database also keeps start-task's Idempotency-Key answers (see `KvMode`).
+    let store = if features.opens_database() {
         let store = Store::open(data_dir, config.kv.max_keys_per_namespace)?;
         tracing::info!(path = %store.path().display(), "key-value store open");
         Some(store)
     } else {
         None
     };
-    let start_task = match (&store, config.start_task.enabled) {
-        (Some(store), true) if config.start_task.not_set_up.is_none() => {
+    let start_task = match &store {
+        Some(store) if features.start_task_ready() => {
             Some(start_task_state(config, store.clone())?)
         }
         _ => None,
     };
-    if let Some(why) = &config.start_task.not_set_up {
+    if let Some(why) = features.start_task_not_set_up() {
         tracing::warn!("{why}; until then start-task requests get 503");
     }
     if let (Some(st), Some(interval)) = (&start_task, config.start_task.probe_interval) {
         tokio::spawn(probe_when_idle(st.starter.qrs().clone(), interval));
     }
-    let disk_guard = match store.as_ref().filter(|_| config.kv.enable) {
+    let disk_guard = match store.as_ref().filter(|_| features.kv_store_on()) {
         Some(_) => DiskGuard::open(data_dir, config.edge.min_free_disk_bytes)
             .map_err(|source| StartupError::DataDir {
                 path: data_dir.to_path_buf(),
@@ -236,7 +236,7 @@ async fn build_state(
             .map(Arc::new),
         None => None,
     };
-    let served_store = store.clone().filter(|_| config.kv.enable);
+    let served_store = store.clone().filter(|_| features.kv_store_on());
     let metrics = Arc::new(Metrics::new(Sources {
         store: served_store.clone(),
         disk_guard: disk_guard.clone(),
@@ -324,12 +324,12 @@ async fn reload(security: &Arc<SecurityHandle>, source: Option<PathBuf>) {
     }
 }
 
-fn start_task_state(config: &Config, store: Store) -> Result<StartTaskState, StartupError> {
+fn start_task_state(config: &Config, store: Store) -> Result<StartService, StartupError> {
     let settings = &config.start_task;
     warn_about_qrs_trust(&settings.qrs);
     let qrs = QrsClient::new(&settings.qrs)?;
     tracing::info!(qrs = %qrs.host(), "start-task endpoint enabled");
-    Ok(StartTaskState {
+    Ok(StartService {
         starter: Starter::new(qrs, settings.starter.clone()),
         policy: settings.policy.clone(),
         idempotency: IdempotencyStore::open(store, settings.idempotency_retention)?,

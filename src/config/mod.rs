@@ -6,6 +6,7 @@
 //! keys by string after start-up.
 
 mod client_auth;
+mod features;
 mod reader;
 mod start_task;
 
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use client_auth::{ClientAuthConfig, TlsConfig};
+pub use features::{Features, KvMode, StartTaskMode};
 pub use reader::{ConfigError, Reader, describe};
 pub use start_task::StartTaskConfig;
 
@@ -32,6 +34,8 @@ pub struct Config {
     pub edge: EdgeConfig,
     /// The start-task endpoint and its QRS connection.
     pub start_task: StartTaskConfig,
+    /// What runs (key-value store and start-task: served, waiting, off), decided once.
+    pub features: Features,
     /// Caller certificates and per-client permissions (`ButlerEdge.clientAuth`).
     pub client_auth: ClientAuthConfig,
     /// Keys present in the file that butler-edge does not use.
@@ -94,7 +98,7 @@ pub struct EndpointsEnabled {
 impl EndpointsEnabled {
     /// Enabled endpoint key names, as Butler's `/v4/configfile/endpointsenabled`
     /// reports them. Only endpoints butler-edge really serves are listed.
-    pub fn names(&self, kv: &KvConfig) -> Vec<&'static str> {
+    pub fn names(&self, features: &Features) -> Vec<&'static str> {
         let mut names = Vec::new();
         if self.api_list_enabled_endpoints {
             names.push("apiListEnabledEndpoints");
@@ -102,10 +106,10 @@ impl EndpointsEnabled {
         if self.butlerping {
             names.push("butlerping");
         }
-        if self.key_value_store && kv.enable {
+        if features.kv_served() {
             names.push("keyValueStore");
         }
-        if self.sense_start_task {
+        if features.start_task_served() {
             names.push("senseStartTask");
         }
         names
@@ -229,7 +233,13 @@ impl Config {
             )?,
         };
         let edge = parse_edge(&r)?;
-        let start_task = start_task::parse(&r)?;
+        let (start_task, not_set_up) = start_task::parse(&r, endpoints.sense_start_task)?;
+        let features = Features::decide(
+            endpoints.key_value_store,
+            kv.enable,
+            endpoints.sense_start_task,
+            not_set_up,
+        );
         let client_auth = client_auth::parse_client_auth(&r, &rest.tls)?;
         let ignored_keys = r.unread_paths();
         Ok(Config {
@@ -241,6 +251,7 @@ impl Config {
             kv,
             edge,
             start_task,
+            features,
             client_auth,
             ignored_keys,
         })
@@ -282,8 +293,12 @@ fn bytes(r: &Reader, path: &str, default: u64) -> Result<usize, ConfigError> {
 }
 
 fn parse_edge(r: &Reader) -> Result<EdgeConfig, ConfigError> {
+    let max_body_bytes = bytes(r, "ButlerEdge.limits.maxBodyBytes", 1 << 20)?;
+    // Butler takes any namespace, key and value that fit in its 1 MB body, so by default
+    // the only bound on each is the body limit; a site can set smaller ones.
+    let part = |path: &str| bytes(r, path, max_body_bytes as u64);
     let limits = Limits {
-        max_body_bytes: bytes(r, "ButlerEdge.limits.maxBodyBytes", 1 << 20)?,
+        max_body_bytes,
         max_body_bytes_in_flight: bytes(r, "ButlerEdge.limits.maxBodyBytesInFlight", 64 << 20)?,
         max_streams_per_connection: r.integer_or(
             "ButlerEdge.limits.maxStreamsPerConnection",
@@ -296,9 +311,9 @@ fn parse_edge(r: &Reader) -> Result<EdgeConfig, ConfigError> {
         max_connections: r.integer_or("ButlerEdge.limits.maxConnections", 1, 1_000_000, 10_000)?
             as usize,
         idle_timeout: millis(r, "ButlerEdge.limits.idleTimeoutMs", 60_000)?,
-        max_namespace_bytes: bytes(r, "ButlerEdge.limits.maxNamespaceBytes", 1024)?,
-        max_key_bytes: bytes(r, "ButlerEdge.limits.maxKeyBytes", 1024)?,
-        max_value_bytes: bytes(r, "ButlerEdge.limits.maxValueBytes", 512 * 1024)?,
+        max_namespace_bytes: part("ButlerEdge.limits.maxNamespaceBytes")?,
+        max_key_bytes: part("ButlerEdge.limits.maxKeyBytes")?,
+        max_value_bytes: part("ButlerEdge.limits.maxValueBytes")?,
     };
     if limits.max_body_bytes_in_flight < limits.max_body_bytes {
         return Err(ConfigError::Other(format!(
@@ -340,6 +355,20 @@ mod tests {
         assert!(c.kv.enable);
         assert_eq!(c.kv.max_keys_per_namespace, 1000);
         assert!(c.ignored_keys.is_empty(), "{:?}", c.ignored_keys);
+        // Start-task is served (503 naming what to fill in), not a 404.
+        assert!(c.endpoints.sense_start_task && c.features.start_task_served());
+        assert!(c.features.start_task_not_set_up().is_some());
+        assert_eq!(
+            c.start_task.starter.request_deadline,
+            Duration::from_secs(10)
+        );
+        // Anything that fits in the body fits in the store, as in Butler.
+        let l = &c.edge.limits;
+        assert_eq!(l.max_body_bytes, 1 << 20);
+        assert_eq!(
+            (l.max_namespace_bytes, l.max_key_bytes, l.max_value_bytes),
+            (1 << 20, 1 << 20, 1 << 20)
+        );
     }
 
     #[test]

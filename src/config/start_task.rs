@@ -12,8 +12,6 @@ use crate::tasks::{StartTaskPolicy, StarterSettings};
 
 #[derive(Debug, Clone)]
 pub struct StartTaskConfig {
-    /// `Butler.restServerEndpointsEnable.senseStartTask`.
-    pub enabled: bool,
     pub qrs: QrsSettings,
     /// `Butler.startTaskFilter`, as the policy applied to every caller.
     pub policy: StartTaskPolicy,
@@ -23,10 +21,6 @@ pub struct StartTaskConfig {
     /// How often QRS is probed when no call reached it (`ButlerEdge.qrs.healthCheckIntervalMs`,
     /// `None` when 0): keeps `/health`'s "QRS last seen" current between starts.
     pub probe_interval: Option<Duration>,
-    /// Set when the endpoint is enabled but `Butler.configQRS.host` is not filled in yet (the
-    /// appliance's first-boot config): the service runs, and start-task answers 503 with this
-    /// text until QRS is configured and the service restarted.
-    pub not_set_up: Option<String>,
 }
 
 fn millis(r: &Reader, path: &str, default_ms: u64) -> Result<Duration, ConfigError> {
@@ -56,9 +50,11 @@ fn is_placeholder(s: &str) -> bool {
     s.starts_with('<') && s.ends_with('>')
 }
 
-pub fn parse(r: &Reader) -> Result<StartTaskConfig, ConfigError> {
-    let enabled = r.bool("Butler.restServerEndpointsEnable.senseStartTask", false)?;
-
+/// Parses the start-task settings; `enabled` is `restServerEndpointsEnable.senseStartTask`.
+/// Also returns why QRS is not set up yet, when the endpoint is enabled without a QRS host
+/// (the service then runs and start-task answers 503 with that text: see
+/// [`super::StartTaskMode::NotSetUp`]).
+pub fn parse(r: &Reader, enabled: bool) -> Result<(StartTaskConfig, Option<String>), ConfigError> {
     // Read every key even when disabled, so their types are checked and they are not
     // listed as ignored.
     let authentication = r.string("Butler.configQRS.authentication")?;
@@ -113,6 +109,9 @@ pub fn parse(r: &Reader) -> Result<StartTaskConfig, ConfigError> {
 
     let connect_timeout = millis(r, "ButlerEdge.qrs.connectTimeoutMs", 5_000)?;
     let request_timeout = millis(r, "ButlerEdge.qrs.requestTimeoutMs", 15_000)?;
+    // Butler's callers are promised an answer within 15 s; 10 s (Butler's proxy timeout)
+    // leaves room for the key-value commit and the answer itself.
+    let request_deadline = millis(r, "ButlerEdge.qrs.requestDeadlineMs", 10_000)?;
     let max_concurrent_calls =
         r.integer_or("ButlerEdge.qrs.maxConcurrentCalls", 1, 1024, 16)? as usize;
     let wait_timeout = millis(r, "ButlerEdge.qrs.waitTimeoutMs", 300_000)?;
@@ -204,8 +203,7 @@ pub fn parse(r: &Reader) -> Result<StartTaskConfig, ConfigError> {
         }
     }
 
-    Ok(StartTaskConfig {
-        enabled,
+    let config = StartTaskConfig {
         qrs,
         policy: StartTaskPolicy {
             enabled: filter_enabled,
@@ -215,11 +213,12 @@ pub fn parse(r: &Reader) -> Result<StartTaskConfig, ConfigError> {
         },
         starter: StarterSettings {
             max_concurrent_calls,
+            request_deadline,
             wait_timeout,
             wait_poll_interval,
         },
         idempotency_retention,
         probe_interval: (probe_interval_ms > 0).then(|| Duration::from_millis(probe_interval_ms)),
-        not_set_up,
-    })
+    };
+    Ok((config, not_set_up))
 }

@@ -10,6 +10,7 @@ use super::response::{self, ResponseBody};
 use crate::authz::Denied;
 use crate::disk::{DiskError, DiskLow};
 use crate::kv::StoreError;
+use crate::tasks::StartFailure;
 
 /// A failed request: the status code and a message naming what was wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +91,90 @@ impl From<DiskError> for ApiError {
         match error {
             DiskError::Low(low) => low.into(),
             DiskError::Unmeasurable(why) => ApiError::internal(why),
+        }
+    }
+}
+
+/// The refusal a caller sees when a namespace already holds its limit of keys (409).
+pub fn namespace_full(namespace: &str, key: &str, limit: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        format!(
+            "Namespace '{namespace}' already holds its limit of {limit} keys \
+             (Butler.keyValueStore.maxKeysPerNamespace); key '{key}' was not stored. \
+             Delete keys from the namespace or raise the limit"
+        ),
+    )
+}
+
+/// A start request that started nothing: each reason's status, and a message saying so.
+impl From<StartFailure> for ApiError {
+    fn from(failure: StartFailure) -> Self {
+        const NOT_KEPT: &str =
+            "No task was started: the answer to this Idempotency-Key could not be kept.";
+        let with =
+            |e: ApiError, suffix: &str| ApiError::new(e.status, format!("{} {suffix}", e.message));
+        match failure {
+            StartFailure::KeyReused { key } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "Idempotency-Key {key:?} was already used for a different request \
+                     (method, path, query or body differ); use a new key for a new request"
+                ),
+            ),
+            StartFailure::IdempotencyUnreadable(e) => {
+                ApiError::internal(format!("cannot read Idempotency-Key answers: {e}"))
+            }
+            StartFailure::Disk {
+                error,
+                for_idempotency,
+            } => {
+                let e = ApiError::from(error);
+                if for_idempotency {
+                    with(e, NOT_KEPT)
+                } else {
+                    e
+                }
+            }
+            StartFailure::AnswerCannotBeKept { data_dir } => with(
+                ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    format!(
+                        "The last write to the database failed for lack of disk space: free \
+                         space on the file system of {}, then retry.",
+                        data_dir.display()
+                    ),
+                ),
+                NOT_KEPT,
+            ),
+            StartFailure::Qrs { host, error } => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "QRS at {host} could not be asked which tasks to start, so no task was \
+                     started: {error}"
+                ),
+            ),
+            StartFailure::Deadline { host, error } => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "QRS at {host} is too slow: {error}. Check that QRS answers (GET /qrs/about) \
+                     and is not overloaded, or raise ButlerEdge.qrs.requestDeadlineMs (keep it \
+                     below 15 s: callers are promised an answer within 15 s)"
+                ),
+            ),
+            StartFailure::KeyValueStore { error, db_file } => ApiError::store(
+                "storing the key-value items failed, so no task was started",
+                &error,
+                &db_file,
+            ),
+            StartFailure::NamespaceFull {
+                namespace,
+                key,
+                limit,
+            } => with(
+                namespace_full(&namespace, &key, limit),
+                "No task was started.",
+            ),
         }
     }
 }

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use redb::{Database, ReadableDatabase, ReadableTable};
 use slot::DbSlot;
 
-use schema::{EXPIRY, KV, NAMESPACES};
+use schema::{EXPIRY, KEY_ORDER, KV, NAMESPACE_ORDER, NAMESPACES};
 pub use writer::{Rejected, WriteOp, WriteOutcome, WriterStats};
 
 /// redb's page cache. Its default (1 GiB) lets the process grow with the database
@@ -166,6 +166,43 @@ fn open_error(path: &Path, source: redb::DatabaseError) -> StoreError {
     }
 }
 
+/// The sequence number of the entry `compare` finds (it says how an order-table key
+/// compares with the one wanted), advancing `seqs`, an iterator over the order table in
+/// the same key order as the data table being walked. Walking both side by side costs one
+/// pass, not a lookup per entry. An entry without a sequence number (written by a version
+/// that kept none, after the migration) sorts last.
+fn seq_of<K: redb::Key + 'static>(
+    seqs: &mut std::iter::Peekable<redb::Range<'_, K, u64>>,
+    compare: impl for<'x> Fn(K::SelfType<'x>) -> std::cmp::Ordering,
+) -> Result<u64, StoreError> {
+    use std::cmp::Ordering;
+    while let Some(entry) = seqs.peek() {
+        let ordering = match entry {
+            Ok((k, _)) => compare(k.value()),
+            Err(_) => Ordering::Less,
+        };
+        match ordering {
+            Ordering::Less => {
+                // An order entry with no data entry (or a read error, reported here).
+                seqs.next().transpose().map_err(db_err)?;
+            }
+            Ordering::Equal => {
+                let (_, seq) = seqs.next().transpose().map_err(db_err)?.expect("peeked");
+                return Ok(seq.value());
+            }
+            Ordering::Greater => break,
+        }
+    }
+    Ok(u64::MAX)
+}
+
+/// The names in sequence order; names with equal sequence numbers (none, in practice) in
+/// name order, as they were collected.
+fn in_seq_order(mut entries: Vec<(u64, String)>) -> Vec<String> {
+    entries.sort_by_key(|(seq, _)| *seq);
+    entries.into_iter().map(|(_, name)| name).collect()
+}
+
 /// A handle on the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -244,8 +281,9 @@ impl Store {
         outcomes.pop().ok_or(StoreError::Closed)
     }
 
-    /// All namespaces, in name order. A namespace exists from its first key until
-    /// it is deleted, even when all its keys have expired or were deleted.
+    /// All namespaces, in creation order (as Butler lists them). A namespace exists
+    /// from its first key until it is deleted, even when all its keys have expired or
+    /// were deleted.
     ///
     /// Reads run on the calling (reactor) thread on purpose: a redb read
     /// transaction over cached pages takes microseconds, less than the hand-off to
@@ -253,12 +291,15 @@ impl Store {
     pub fn namespaces(&self) -> Result<Vec<String>, StoreError> {
         let txn = self.inner.db.get()?.begin_read().map_err(db_err)?;
         let table = txn.open_table(NAMESPACES).map_err(db_err)?;
+        let order = txn.open_table(NAMESPACE_ORDER).map_err(db_err)?;
+        let mut seqs = order.iter().map_err(db_err)?.peekable();
         let mut out = Vec::new();
         for entry in table.iter().map_err(db_err)? {
             let (name, _) = entry.map_err(db_err)?;
-            out.push(name.value().to_string());
+            let name = name.value();
+            out.push((seq_of(&mut seqs, |n: &str| n.cmp(name))?, name.to_string()));
         }
-        Ok(out)
+        Ok(in_seq_order(out))
     }
 
     pub fn namespace_exists(&self, namespace: &str) -> Result<bool, StoreError> {
@@ -278,8 +319,8 @@ impl Store {
         Ok(is_live(expires_at, now_ms()).then(|| value.to_string()))
     }
 
-    /// The live keys of a namespace in key order, or `None` if the namespace does
-    /// not exist.
+    /// The live keys of a namespace in insertion order (as Butler lists them), or `None`
+    /// if the namespace does not exist.
     pub fn keys(&self, namespace: &str) -> Result<Option<Vec<String>>, StoreError> {
         let txn = self.inner.db.get()?.begin_read().map_err(db_err)?;
         let namespaces = txn.open_table(NAMESPACES).map_err(db_err)?;
@@ -287,6 +328,8 @@ impl Store {
             return Ok(None);
         }
         let table = txn.open_table(KV).map_err(db_err)?;
+        let order = txn.open_table(KEY_ORDER).map_err(db_err)?;
+        let mut seqs = order.range((namespace, "")..).map_err(db_err)?.peekable();
         let now = now_ms();
         let mut keys = Vec::new();
         for entry in table.range((namespace, "")..).map_err(db_err)? {
@@ -296,10 +339,11 @@ impl Store {
                 break;
             }
             if is_live(v.value().0, now) {
-                keys.push(key.to_string());
+                let seq = seq_of(&mut seqs, |(n, k): (&str, &str)| n.cmp(ns).then(k.cmp(key)))?;
+                keys.push((seq, key.to_string()));
             }
         }
-        Ok(Some(keys))
+        Ok(Some(in_seq_order(keys)))
     }
 
     /// The earliest stored deadline, for the sweeper.

@@ -27,12 +27,16 @@ use redb::{Durability, ReadableTable, Table};
 use tokio::sync::{Mutex, oneshot};
 
 use super::expiry::Sweeper;
-use super::schema::{EXPIRY, KV, NAMESPACES};
+use super::schema::{EXPIRY, KEY_ORDER, KV, META, NAMESPACE_ORDER, NAMESPACES, NEXT_SEQ};
 use super::slot::DbSlot;
 use super::{StoreError, db_err, is_live, now_ms};
 
 /// The most requests one transaction takes; bounds commit latency under a flood.
 const MAX_BATCH_REQUESTS: usize = 4096;
+/// The most key and value bytes one transaction takes (a request over it still goes alone):
+/// with values of up to 1 MB, a batch of 4096 requests could otherwise hold gigabytes of
+/// dirty pages in one commit.
+const MAX_BATCH_BYTES: u64 = 64 << 20;
 /// The most expired entries one transaction removes.
 const MAX_PURGE_PER_TXN: usize = 10_000;
 
@@ -179,12 +183,22 @@ fn run(
     sweeper: &Sweeper,
     stats: &WriterStats,
 ) {
+    // A request that would have made the last batch too big starts the next one.
+    let mut held: Option<Message> = None;
     // recv() fails once every sender is gone and the queue is empty.
-    while let Ok(first) = receiver.recv() {
+    while let Some(first) = held.take().or_else(|| receiver.recv().ok()) {
+        let mut bytes = message_bytes(&first);
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH_REQUESTS {
+        while batch.len() < MAX_BATCH_REQUESTS && bytes < MAX_BATCH_BYTES {
             match receiver.try_recv() {
-                Ok(message) => batch.push(message),
+                Ok(message) if bytes + message_bytes(&message) > MAX_BATCH_BYTES => {
+                    held = Some(message);
+                    break;
+                }
+                Ok(message) => {
+                    bytes += message_bytes(&message);
+                    batch.push(message);
+                }
                 Err(_) => break,
             }
         }
@@ -240,6 +254,18 @@ struct Tables<'t> {
     kv: Table<'t, (&'static str, &'static str), (u64, &'static str)>,
     namespaces: Table<'t, &'static str, u64>,
     expiry: Table<'t, (u64, &'static str, &'static str), ()>,
+    namespace_order: Table<'t, &'static str, u64>,
+    key_order: Table<'t, (&'static str, &'static str), u64>,
+    /// The next listing sequence number; written back to [`META`] once per transaction.
+    next_seq: u64,
+}
+
+impl Tables<'_> {
+    fn take_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
 }
 
 fn commit_batch(
@@ -254,10 +280,15 @@ fn commit_batch(
     let mut all = Vec::with_capacity(requests.len());
     let mut purged;
     {
+        let mut meta = txn.open_table(META).map_err(db_err)?;
+        let first_seq = meta.get(NEXT_SEQ).map_err(db_err)?.map_or(1, |g| g.value());
         let mut t = Tables {
             kv: txn.open_table(KV).map_err(db_err)?,
             namespaces: txn.open_table(NAMESPACES).map_err(db_err)?,
             expiry: txn.open_table(EXPIRY).map_err(db_err)?,
+            namespace_order: txn.open_table(NAMESPACE_ORDER).map_err(db_err)?,
+            key_order: txn.open_table(KEY_ORDER).map_err(db_err)?,
+            next_seq: first_seq,
         };
         // Expired keys still count against their namespace's limit until removed;
         // removing what is due first keeps the limit check exact.
@@ -277,6 +308,9 @@ fn commit_batch(
                 outcomes.push(outcome);
             }
             all.push(outcomes);
+        }
+        if t.next_seq != first_seq {
+            meta.insert(NEXT_SEQ, t.next_seq).map_err(db_err)?;
         }
     }
     txn.commit().map_err(db_err)?;
@@ -344,9 +378,19 @@ fn all_refused(len: usize, (index, why): (usize, Rejected)) -> Vec<WriteOutcome>
 /// Roughly what a batch adds to the database (keys and values), for the free-space
 /// check after a full disk.
 fn payload_bytes(requests: &[(Vec<WriteOp>, Reply)]) -> u64 {
-    requests
-        .iter()
-        .flat_map(|(ops, _)| ops)
+    requests.iter().map(|(ops, _)| ops_bytes(ops)).sum()
+}
+
+/// What a queued message adds to a batch, for [`MAX_BATCH_BYTES`].
+fn message_bytes(message: &Message) -> u64 {
+    match message {
+        Message::Write { ops, .. } => ops_bytes(ops),
+        Message::Ping { .. } => 0,
+    }
+}
+
+fn ops_bytes(ops: &[WriteOp]) -> u64 {
+    ops.iter()
         .map(|op| match op {
             WriteOp::Put {
                 namespace,
@@ -389,20 +433,37 @@ fn apply(
                             .map_err(db_err)?;
                     }
                     if is_live(old_deadline, now) {
+                        // An overwrite keeps the key's place in the listing.
                         WriteOutcome::Replaced
                     } else {
+                        // An expired key is gone: writing it again creates it anew, last.
+                        let seq = t.take_seq();
+                        t.key_order
+                            .insert((namespace.as_str(), key.as_str()), seq)
+                            .map_err(db_err)?;
                         WriteOutcome::Created
                     }
                 }
                 None => {
+                    let new_namespace = count.is_none();
                     let count = count.unwrap_or(0);
                     if count >= max_keys {
                         return Ok(WriteOutcome::Rejected(Rejected::NamespaceFull {
                             limit: max_keys,
                         }));
                     }
+                    if new_namespace {
+                        let seq = t.take_seq();
+                        t.namespace_order
+                            .insert(namespace.as_str(), seq)
+                            .map_err(db_err)?;
+                    }
                     t.namespaces
                         .insert(namespace.as_str(), count + 1)
+                        .map_err(db_err)?;
+                    let seq = t.take_seq();
+                    t.key_order
+                        .insert((namespace.as_str(), key.as_str()), seq)
                         .map_err(db_err)?;
                     WriteOutcome::Created
                 }
@@ -435,6 +496,9 @@ fn apply(
             let Some(deadline) = removed else {
                 return Ok(WriteOutcome::Rejected(Rejected::KeyNotFound));
             };
+            t.key_order
+                .remove((namespace.as_str(), key.as_str()))
+                .map_err(db_err)?;
             if deadline != 0 {
                 t.expiry
                     .remove((deadline, namespace.as_str(), key.as_str()))
@@ -457,6 +521,9 @@ fn apply(
             {
                 return Ok(WriteOutcome::Rejected(Rejected::NamespaceNotFound));
             }
+            t.namespace_order
+                .remove(namespace.as_str())
+                .map_err(db_err)?;
             let mut doomed: Vec<(String, u64)> = Vec::new();
             for entry in t.kv.range((namespace.as_str(), "")..).map_err(db_err)? {
                 let (k, v) = entry.map_err(db_err)?;
@@ -468,6 +535,9 @@ fn apply(
             }
             for (key, deadline) in doomed {
                 t.kv.remove((namespace.as_str(), key.as_str()))
+                    .map_err(db_err)?;
+                t.key_order
+                    .remove((namespace.as_str(), key.as_str()))
                     .map_err(db_err)?;
                 if deadline != 0 {
                     t.expiry
@@ -513,6 +583,9 @@ fn purge_expired(t: &mut Tables, now: u64) -> Result<u64, StoreError> {
                 .map(|g| g.value().0);
         if current == Some(deadline) {
             t.kv.remove((ns.as_str(), key.as_str())).map_err(db_err)?;
+            t.key_order
+                .remove((ns.as_str(), key.as_str()))
+                .map_err(db_err)?;
             let count = t
                 .namespaces
                 .get(ns.as_str())

@@ -63,7 +63,7 @@ pub fn certificate_files(config: &Config) -> Vec<CertificateFile> {
         }
     }
     let st = &config.start_task;
-    if st.enabled && st.not_set_up.is_none() && st.qrs.use_ssl {
+    if config.features.start_task_ready() && st.qrs.use_ssl {
         add("QRS client, Butler.cert.clientCert", &st.qrs.client_cert);
         if st.qrs.reject_unauthorized {
             add("QRS root CA, Butler.cert.clientCertCA", &st.qrs.root_ca);

@@ -7,7 +7,9 @@
 //! - the xrfkey rule: `xrfkey` query parameter and `X-Qlik-Xrfkey` header, both present, equal and
 //!   16 characters, else 403; `X-Qlik-User` required;
 //! - `GET /qrs/task?filter=…` (condensed) and `GET /qrs/task/full?filter=…` with QRS filter syntax
-//!   (`eq`, `and`, `or`, parentheses, `'…'` strings with `''` escaping), the query percent-decoded
+//!   (`eq`, `and`, `or`, parentheses, `'…'` strings with backslash escapes, `\'` and `\\`, as a
+//!   live QRS parses them; a doubled quote `''` or a double-quoted value is a 400 "Cannot parse
+//!   the expression", as QRS answers), the query percent-decoded
 //!   the way .NET does it (`+` is a space); a condition on a collection (tags, custom properties)
 //!   matches when any element matches, each condition on its own, as QRS does;
 //! - `POST /qrs/task/{id}/start/synchronous` → 201 `{"value":"<session id>"}`, the all-zero id for a
@@ -206,6 +208,9 @@ struct State {
     reset_at_accept: bool,
     hang_at_accept: bool,
     start_probe: Option<StartProbe>,
+    /// Where each start QRS performed is appended as a JSON line (the runnable fake's
+    /// `--record`).
+    record: Option<std::fs::File>,
 }
 
 struct Shared {
@@ -264,6 +269,17 @@ impl FakeQrs {
     /// Starts a fake QRS on 127.0.0.1 (ephemeral port) presenting `server` and requiring client
     /// certificates from `client_ca`, serving `tasks`.
     pub fn start(server: &Issued, client_ca: &Ca, tasks: Vec<FakeTask>) -> FakeQrs {
+        FakeQrs::listen("127.0.0.1:0", server, client_ca, tasks)
+            .expect("fake QRS: bind 127.0.0.1:0")
+    }
+
+    /// As [`FakeQrs::start`], on `addr` (`host:port`; port 0 picks one).
+    pub fn listen(
+        addr: &str,
+        server: &Issued,
+        client_ca: &Ca,
+        tasks: Vec<FakeTask>,
+    ) -> std::io::Result<FakeQrs> {
         let config = server_config(server, client_ca);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -275,6 +291,7 @@ impl FakeQrs {
                 reset_at_accept: false,
                 hang_at_accept: false,
                 start_probe: None,
+                record: None,
             }),
             connections: AtomicUsize::new(0),
             generation: tokio::sync::watch::Sender::new(0),
@@ -282,12 +299,9 @@ impl FakeQrs {
             max_in_flight: AtomicUsize::new(0),
         });
         let stop = Arc::new(Notify::new());
-        let std_listener =
-            std::net::TcpListener::bind("127.0.0.1:0").expect("fake QRS: bind 127.0.0.1:0");
-        std_listener
-            .set_nonblocking(true)
-            .expect("fake QRS: nonblocking");
-        let addr = std_listener.local_addr().expect("fake QRS: local addr");
+        let std_listener = std::net::TcpListener::bind(addr)?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
         let thread = {
             let shared = shared.clone();
             let stop = stop.clone();
@@ -313,12 +327,12 @@ impl FakeQrs {
                 rt.shutdown_timeout(Duration::from_millis(100));
             })
         };
-        FakeQrs {
+        Ok(FakeQrs {
             addr,
             shared,
             stop,
             thread: Some(thread),
-        }
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -399,6 +413,13 @@ impl FakeQrs {
     pub fn swap_server_cert(&self, server: &Issued, client_ca: &Ca) {
         self.shared.lock().server_config = server_config(server, client_ca);
         self.drop_connections();
+    }
+
+    /// Appends one JSON object per line to `file` for every start QRS performs (answered 201):
+    /// `taskId`, `taskName`, `executionSessionId` (the all-zero id for a disabled task), `time`
+    /// (RFC 3339, UTC) and `unixMs`, flushed per line so another process can follow it.
+    pub fn record_starts_to(&self, file: std::fs::File) {
+        self.shared.lock().record = Some(file);
     }
 
     pub fn set_start_probe(&self, probe: StartProbe) {
@@ -580,7 +601,7 @@ async fn route(
             let full = segments.len() == 3;
             let filter = match query.get("filter").map(|f| parse_filter(f)).transpose() {
                 Ok(f) => f,
-                Err(e) => return text(400, &format!("Invalid filter: {e}")),
+                Err(e) => return cannot_parse(&e),
             };
             let s = shared.lock();
             let tasks: Vec<Value> = s
@@ -612,9 +633,11 @@ async fn route(
                 call.probe = Some(probe(task.id.clone()).await);
             }
             if !task.enabled {
+                record_start(shared, &task, ZERO_GUID);
                 return json_response(201, &json!({ "value": ZERO_GUID }));
             }
             let session = random_guid();
+            record_start(shared, &task, &session);
             shared.lock().executions.insert(
                 session.clone(),
                 Execution {
@@ -639,7 +662,7 @@ async fn route(
         ("GET", ["qrs", "executionresult"]) => {
             let filter = match query.get("filter").map(|f| parse_filter(f)).transpose() {
                 Ok(f) => f,
-                Err(e) => return text(400, &format!("Invalid filter: {e}")),
+                Err(e) => return cannot_parse(&e),
             };
             let s = shared.lock();
             let results: Vec<Value> = s
@@ -666,6 +689,28 @@ async fn route(
             json_response(200, &Value::Array(results))
         }
         _ => text(404, &format!("No such QRS endpoint: {method} {path}")),
+    }
+}
+
+fn record_start(shared: &Shared, task: &FakeTask, session: &str) {
+    use std::io::Write;
+    let mut state = shared.lock();
+    let Some(file) = state.record.as_mut() else {
+        return;
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let line = json!({
+        "taskId": task.id,
+        "taskName": task.name,
+        "executionSessionId": session,
+        "time": now
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        "unixMs": (now.unix_timestamp_nanos() / 1_000_000) as u64,
+    });
+    // One write per line, so a reader never sees half a record; File is unbuffered.
+    if let Err(e) = file.write_all(format!("{line}\n").as_bytes()) {
+        eprintln!("fake QRS: cannot append to the start record: {e}");
     }
 }
 
@@ -776,9 +821,21 @@ fn tokenize(s: &str) -> Result<Vec<Token>, String> {
             loop {
                 match chars.get(i) {
                     None => return Err(format!("unterminated string in {s:?}")),
+                    // A backslash takes the next character literally (`\'`, `\\`).
+                    Some('\\') => match chars.get(i + 1) {
+                        Some(c) => {
+                            value.push(*c);
+                            i += 2;
+                        }
+                        None => return Err(format!("unterminated string in {s:?}")),
+                    },
+                    // QRS does not read OData's doubled quote as an escape: `'a''b'` is two
+                    // literals in a row, which its parser rejects.
                     Some('\'') if chars.get(i + 1) == Some(&'\'') => {
-                        value.push('\'');
-                        i += 2;
+                        return Err(format!(
+                            "a literal follows a literal at {}: escape a quote as \\' in {s:?}",
+                            i + 1
+                        ));
                     }
                     Some('\'') => {
                         i += 1;
@@ -791,15 +848,24 @@ fn tokenize(s: &str) -> Result<Vec<Token>, String> {
                 }
             }
             tokens.push(Token::Str(value));
+        } else if c == '"' {
+            return Err(format!(
+                "double-quoted values are not literals at {i}: quote with ' in {s:?}"
+            ));
         } else {
             let start = i;
-            while i < chars.len() && !chars[i].is_whitespace() && !"()'".contains(chars[i]) {
+            while i < chars.len() && !chars[i].is_whitespace() && !"()'\"".contains(chars[i]) {
                 i += 1;
             }
             tokens.push(Token::Word(chars[start..i].iter().collect()));
         }
     }
     Ok(tokens)
+}
+
+/// QRS's answer to a filter it cannot parse.
+fn cannot_parse(detail: &str) -> Response<Full<Bytes>> {
+    text(400, &format!("Cannot parse the expression ({detail})"))
 }
 
 /// Parses a QRS filter: `or` binds looser than `and`; operands are `field eq value`.

@@ -4,10 +4,12 @@
 //! is reported, then — unlike Butler, which reports every task as started before QRS has
 //! answered — starts each distinct task once through QRS, waits for QRS's answer, and reports
 //! tasks QRS did not start in `failed`. Knows nothing of HTTP requests to our server; the
-//! endpoint hands it a parsed [`StartRequest`].
+//! endpoint hands it a parsed [`StartRequest`]. The [`StartService`] around the starter adds
+//! what a request promises besides the start: `Idempotency-Key` and the disk checks.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::future::{join_all, try_join_all};
@@ -15,6 +17,11 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::qrs::{QrsClient, QrsError, StartOutcome, TaskInfo};
+
+mod service;
+pub use service::{
+    Idempotency, ItemsNotStored, KeyValueTarget, StartFailure, StartService, Started,
+};
 
 /// Which task ids, tags and custom properties a caller may start
 /// (`Butler.startTaskFilter`). Passed in per request so that a per-client policy can be used.
@@ -84,6 +91,10 @@ pub struct StartRequest {
 pub struct StarterSettings {
     /// QRS calls in flight at once, over all requests.
     pub max_concurrent_calls: usize,
+    /// All the QRS work of one request (lookups and starts, not `?wait=true`'s wait) must
+    /// be done within this, so that a caller gets its answer in bounded time however many
+    /// QRS calls the request needs (`ButlerEdge.qrs.requestDeadlineMs`).
+    pub request_deadline: Duration,
     /// Upper bound on `?wait=true`.
     pub wait_timeout: Duration,
     /// How often a running execution is polled with `?wait=true`.
@@ -96,6 +107,13 @@ pub enum StartError<E> {
     /// QRS could not be asked which tasks exist; nothing was started.
     #[error("{0}; no task was started")]
     Qrs(QrsError),
+    /// The request deadline passed before any task could be started; none was.
+    #[error(
+        "QRS did not answer within the start request's deadline of {} ms \
+         (ButlerEdge.qrs.requestDeadlineMs); no task was started",
+        .0.as_millis()
+    )]
+    Deadline(Duration),
     /// The key-value items could not be stored; nothing was started.
     #[error("storing the key-value items failed, no task was started")]
     KeyValue(E),
@@ -235,6 +253,7 @@ impl Starter {
         Fut: Future<Output = Result<(), E>>,
     {
         let mut report = StartReport::default();
+        let deadline = tokio::time::Instant::now() + self.settings.request_deadline;
 
         // 1. Task ids: the path id first, then the body's, in order (as Butler). Malformed
         //    and unknown ids are reported as invalid in that order once QRS has answered.
@@ -292,12 +311,17 @@ impl Starter {
 
         // 3. Ask QRS, concurrently: which ids exist, which tasks carry the tags and the
         //    custom properties. Any failure here means nothing is started.
-        let (known, tag_tasks, cp_tasks) = tokio::try_join!(
-            self.lookup_ids(&id_candidates),
-            try_join_all(tags.iter().map(|tag| self.lookup_tag(tag))),
-            try_join_all(cps.iter().map(|(n, v)| self.lookup_cp(n, v))),
-        )
-        .map_err(StartError::Qrs)?;
+        let lookups = async {
+            tokio::try_join!(
+                self.lookup_ids(&id_candidates),
+                try_join_all(tags.iter().map(|tag| self.lookup_tag(tag))),
+                try_join_all(cps.iter().map(|(n, v)| self.lookup_cp(n, v))),
+            )
+        };
+        let (known, tag_tasks, cp_tasks) = tokio::time::timeout_at(deadline, lookups)
+            .await
+            .map_err(|_| StartError::Deadline(self.settings.request_deadline))?
+            .map_err(StartError::Qrs)?;
 
         let mut id_tasks: Vec<TaskInfo> = Vec::new();
         for (id, well_formed) in &ids {
@@ -335,8 +359,11 @@ impl Starter {
                 distinct.push(task.clone());
             }
         }
+        if !distinct.is_empty() && tokio::time::Instant::now() >= deadline {
+            return Err(StartError::Deadline(self.settings.request_deadline));
+        }
         let started_at = Instant::now();
-        let outcomes = join_all(distinct.iter().map(|t| self.start_one(t))).await;
+        let outcomes = join_all(distinct.iter().map(|t| self.start_before(t, deadline))).await;
         let mut outcome_by_id: HashMap<String, Outcome> = distinct
             .iter()
             .map(|t| t.id.clone())
@@ -421,8 +448,53 @@ impl Starter {
         self.qrs.tasks_by_custom_property(name, value).await
     }
 
-    async fn start_one(&self, task: &TaskInfo) -> Outcome {
+    /// Starts a task unless `deadline` passes first. A start not yet sent at the deadline
+    /// is dropped, never sent: nothing is started after the caller got its answer.
+    async fn start_before(&self, task: &TaskInfo, deadline: tokio::time::Instant) -> Outcome {
+        let sent = AtomicBool::new(false);
+        let ms = self.settings.request_deadline.as_millis();
+        let outcome =
+            tokio::time::timeout_at(deadline, self.start_one(task, deadline, &sent)).await;
+        let not_started = || {
+            Outcome::Failed(format!(
+                "not started: the start request's deadline of {ms} ms \
+                 (ButlerEdge.qrs.requestDeadlineMs) passed before QRS could be asked (QRS is \
+                 slow or busy); it is safe to retry"
+            ))
+        };
+        match outcome {
+            Ok(Some(outcome)) => outcome,
+            Ok(None) => not_started(),
+            Err(_) if !sent.load(Ordering::Acquire) => not_started(),
+            Err(_) => {
+                tracing::warn!(task_id = %task.id, deadline_ms = ms as u64, "start task: QRS did not answer the start before the request deadline");
+                Outcome::Failed(format!(
+                    "QRS did not answer the start within the start request's deadline of {ms} \
+                     ms (ButlerEdge.qrs.requestDeadlineMs); QRS may still have started the \
+                     task; check the QMC before retrying"
+                ))
+            }
+        }
+    }
+
+    /// `None` when the deadline had passed by the time a QRS call slot was free: the start
+    /// was not sent. (A timeout polls its future before its timer, so a slot freed by the
+    /// deadline itself is taken here; this check keeps that start from going out.)
+    async fn start_one(
+        &self,
+        task: &TaskInfo,
+        deadline: tokio::time::Instant,
+        sent: &AtomicBool,
+    ) -> Option<Outcome> {
         let _permit = self.permit().await;
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        sent.store(true, Ordering::Release);
+        Some(self.start_now(task).await)
+    }
+
+    async fn start_now(&self, task: &TaskInfo) -> Outcome {
         match self.qrs.start_task(&task.id).await {
             Ok(StartOutcome::Started { session_id }) => {
                 tracing::info!(task_id = %task.id, session_id = %session_id, "task started");
