@@ -1601,3 +1601,102 @@ fn a_cross_origin_form_post_cannot_write_keys_or_start_tasks() {
     );
     assert_eq!(status, 200, "{body}");
 }
+
+/// A start body of `tags`, one `starttasktag` item each.
+fn tag_items(tags: impl Iterator<Item = String>) -> String {
+    Value::Array(
+        tags.map(|tag| json!({"type": "starttasktag", "payload": {"tag": tag}}))
+            .collect(),
+    )
+    .to_string()
+}
+
+/// How many tag lookups the fake QRS has received.
+fn tag_lookups(qrs: &FakeQrs) -> usize {
+    qrs.calls()
+        .iter()
+        .filter(|c| c.filter().is_some_and(|f| f.contains("tags.name")))
+        .count()
+}
+
+/// One request cannot flood QRS: the same tag 5,000 times is refused before any QRS call
+/// (it made 5,000 lookups and listed the task 5,000 times); the same tag 100 times, in any
+/// case, is looked up once and each task listed once; and while one caller keeps every QRS
+/// slot busy with lookups, another caller's start is answered in about its own time (it
+/// waited 12.9 s behind the burst).
+#[test]
+fn one_caller_cannot_flood_qrs_or_delay_another_callers_start() {
+    let s = setup();
+    let port = s.server.port;
+    let path = format!("/v4/reloadtask/-/start");
+    let (status, body) = put(
+        &s.server,
+        &path,
+        serde_json::from_str(&tag_items((0..5000).map(|_| "nightly".to_string()))).unwrap(),
+    );
+    assert_butler_error(status, &body, 400, "ButlerEdge.qrs.maxItemsPerRequest");
+    assert_eq!(
+        tag_lookups(&s.qrs),
+        0,
+        "QRS was asked for a refused request"
+    );
+
+    let repeated = (0..100).map(|i| if i % 2 == 0 { "nightly" } else { "NIGHTLY" }.to_string());
+    let (status, body) = put(
+        &s.server,
+        &path,
+        serde_json::from_str(&tag_items(repeated)).unwrap(),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(tag_lookups(&s.qrs), 1, "one lookup for one tag");
+    assert_eq!(sorted(started_ids(&body["tasksTag"])), vec![A, B], "{body}");
+
+    // The burst: 8 concurrent requests of 100 distinct tags each, every lookup 200 ms.
+    s.qrs.add_fault(
+        "/qrs/task/full",
+        FaultKind::Delay(Duration::from_millis(200)),
+    );
+    let burst: Vec<_> = (0..8)
+        .map(|r| {
+            std::thread::spawn(move || {
+                let body = tag_items((0..100).map(|t| format!("burst-{r}-{t}")));
+                client()
+                    .put(format!("http://127.0.0.1:{port}/v4/reloadtask/-/start"))
+                    .header("Content-Type", "application/json")
+                    .body(body)
+                    .send()
+                    .map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1000));
+    // Another caller (another address) starts one task by id meanwhile.
+    let other = reqwest::blocking::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let (status, body) = json_of(
+        other
+            .put(format!("http://127.0.0.1:{port}/v4/reloadtask/{C}/start"))
+            .send()
+            .unwrap(),
+    );
+    let waited = started.elapsed();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(started_ids(&body["tasksId"]["started"]), vec![C]);
+    let burst_lookups_then = tag_lookups(&s.qrs);
+    println!(
+        "another caller's start during the burst: {waited:?} ({burst_lookups_then} burst lookups done by then)"
+    );
+    assert!(
+        waited < Duration::from_secs(3),
+        "another caller's start waited {waited:?} behind one caller's burst"
+    );
+    // The burst itself is answered too: in full, or 504 at its request deadline.
+    for b in burst {
+        let status = b.join().unwrap().unwrap();
+        assert!(matches!(status, 200 | 504), "burst request: {status}");
+    }
+}

@@ -20,7 +20,7 @@ use crate::authz::{Access, EndpointGroup};
 use crate::http::body::read_to_bytes;
 use crate::http::decode;
 use crate::http::error::ApiError;
-use crate::http::handler::{Handled, Handler};
+use crate::http::handler::{Handled, Handler, PeerAddr};
 use crate::http::response::ResponseBody;
 
 /// Whether the config enables an endpoint group.
@@ -156,6 +156,7 @@ async fn dispatch(
                 query: &query,
                 headers: &parts.headers,
                 body: &body,
+                peer: parts.extensions.get::<PeerAddr>().map(|p| p.0),
             };
             let policy = access.start_task_policy(&st.policy);
             api::start_task::start(state, st, &policy, access, call).await?

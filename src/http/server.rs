@@ -42,7 +42,7 @@ use tokio::sync::{Semaphore, watch};
 
 use super::access_log;
 use super::connections::{Admission, Connection, Registry, Tracked};
-use super::handler::Handler;
+use super::handler::{Handler, PeerAddr};
 use super::response::ResponseBody;
 use crate::authz::{Caller, CertIdentity};
 use crate::config::Limits;
@@ -338,7 +338,8 @@ fn request_service<H: Handler>(
              + 'static,
 > {
     let requests = connection.requests();
-    service_fn(move |req: http::Request<Incoming>| {
+    service_fn(move |mut req: http::Request<Incoming>| {
+        req.extensions_mut().insert(PeerAddr(peer));
         let state = state.clone();
         // In flight from here until hyper has taken the whole response body.
         let in_flight = requests.start();
