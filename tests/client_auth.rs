@@ -9,6 +9,7 @@ use crate::support;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::fake_qrs::{FakeQrs, FakeTask, butler_qrs_yaml};
@@ -645,7 +646,7 @@ fn certificate_names_and_tags_cannot_forge_or_flood_log_lines() {
         "{logged} handshake failures logged for 300 in {:?}",
         started.elapsed()
     );
-    std::thread::sleep(std::time::Duration::from_millis(5500));
+    std::thread::sleep(Duration::from_millis(5500));
     let _ = try_get(s.server.port, s.tls(Some(&forged)), "/v4/butlerping");
     s.server
         .wait_for_log("failed TLS handshakes were not logged", 1);
@@ -685,4 +686,36 @@ fn two_clients_with_the_same_name_are_refused_in_the_config() {
     ]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains(expected), "{stderr}");
+}
+
+/// A client certificate that expires after its first handshake is not accepted again
+/// through TLS session resumption (1.2 session ids, 1.3 tickets): with client certificates
+/// required, sessions are not resumed, so every new connection verifies the certificate.
+#[test]
+fn a_certificate_that_expired_does_not_come_back_through_session_resumption() {
+    let s = setup();
+    let brief = s
+        .callers
+        .issue(&CertSpec::client("reader").validity(Validity::EndsInSeconds(3)));
+    let issued = std::time::Instant::now();
+    let configs: Vec<_> = [Versions::Tls12Only, Versions::Tls13Only]
+        .into_iter()
+        .map(|v| client_config(&s.server_ca.cert_pem, Some(&brief), &[b"http/1.1"], v))
+        .collect();
+    for config in &configs {
+        let (status, _) = try_get(s.server.port, config.clone(), "/v4/butlerping").unwrap();
+        assert_eq!(status, 200);
+        // A second connection while still valid: resumption would be offered here.
+        let (status, _) = try_get(s.server.port, config.clone(), "/v4/butlerping").unwrap();
+        assert_eq!(status, 200);
+    }
+    std::thread::sleep(Duration::from_secs(5).saturating_sub(issued.elapsed()));
+    for (config, version) in configs.iter().zip(["TLS 1.2", "TLS 1.3"]) {
+        let again = try_get(s.server.port, config.clone(), "/v4/butlerping");
+        assert!(
+            again.is_err(),
+            "{version}: the expired certificate got in again: {again:?}"
+        );
+    }
+    s.server.wait_for_log("certificate expired", 2);
 }

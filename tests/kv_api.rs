@@ -510,3 +510,15 @@ fn unknown_routes_and_disabled_endpoints_are_404s() {
     let (status, body) = get(&server, "/v4/configfile/endpointsenabled");
     assert_eq!((status, body), (200, json!(["apiListEnabledEndpoints"])));
 }
+
+/// `POST /v4/keyvalues/` (no namespace) is a 400 and creates nothing (it used to create a
+/// namespace named "").
+#[test]
+fn a_post_without_a_namespace_is_refused() {
+    let server = Server::start(KV_CONFIG);
+    let api = support::butler::Butler::on_port(server.port);
+    let (status, body) = api.kv_post("", &serde_json::json!({"key": "k", "value": "v"}));
+    support::butler::assert_butler_error(status, &body, 400, "the namespace");
+    let (status, body) = api.get("/v4/keyvaluesnamespaces");
+    assert_eq!((status, body), (200, serde_json::json!([])));
+}

@@ -134,6 +134,15 @@ pub fn server_config(
         )),
     })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    if client_auth.enable {
+        // A resumed session skips the client certificate check: a certificate that expired
+        // (or a CA removed on reload) would keep getting in for the session's lifetime. So
+        // with client certificates required, no session is stored and no TLS 1.3 ticket is
+        // sent, and every new connection verifies the certificate. Sense's REST connector
+        // keeps its connections alive, so the full handshake is paid once per connection.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    }
     Ok(config)
 }
 

@@ -302,13 +302,18 @@ impl Starter {
         let mut cps: Vec<(&str, &str)> = Vec::new();
         let mut key_values: Vec<KeyValueItem> = Vec::new();
         // A tag or custom property named twice is one QRS lookup and one report entry. QRS
-        // compares tag names without regard to case, so `Nightly` and `NIGHTLY` are one
-        // lookup too (reported as first written).
-        let mut seen_tags: HashSet<String> = HashSet::new();
+        // compares tag names without regard to case, so allowed `Nightly` and `NIGHTLY` are
+        // one lookup too (reported as first written). The allow-list itself compares exactly
+        // (a variant it does not list is refused, never widened), so refused tags are told
+        // apart exactly.
+        let mut seen_tags: HashSet<(bool, String)> = HashSet::new();
         let mut seen_cps: HashSet<(&str, &str)> = HashSet::new();
         for item in &request.items {
             let repeated = match item {
-                BodyItem::Tag(tag) => !seen_tags.insert(tag.to_lowercase()),
+                BodyItem::Tag(tag) if policy.allows_tag(tag) => {
+                    !seen_tags.insert((true, tag.to_lowercase()))
+                }
+                BodyItem::Tag(tag) => !seen_tags.insert((false, tag.clone())),
                 BodyItem::CustomProperty { name, value } => !seen_cps.insert((name, value)),
                 _ => false,
             };
@@ -547,6 +552,13 @@ impl Starter {
     }
 
     async fn start_now(&self, task: &TaskInfo) -> Outcome {
+        // Task ids from QRS's answers go into a URL path: only a GUID is used there.
+        if !is_task_guid(&task.id.to_ascii_lowercase()) {
+            return Outcome::Failed(format!(
+                "not started: QRS listed this task under an id that is not a GUID ({:?})",
+                task.id
+            ));
+        }
         match self.qrs.start_task(&task.id).await {
             Ok(StartOutcome::Started { session_id }) => {
                 tracing::info!(task_id = %task.id, session_id = %session_id, "task started");
@@ -579,6 +591,10 @@ impl Starter {
     /// Polls an execution session until QRS deletes it (the run has ended), then reads the
     /// final status. Returns QRS's status name, or [`STILL_RUNNING`] at the deadline.
     async fn wait_for(&self, caller: &str, session_id: &str, deadline: Instant) -> String {
+        // The session id goes into a URL path: only a GUID is used there.
+        if !is_task_guid(&session_id.to_ascii_lowercase()) {
+            return "Unknown (QRS answered with a session id that is not a GUID)".to_string();
+        }
         loop {
             let running = {
                 let _permit = self.permit(caller).await;
