@@ -7,9 +7,9 @@
 //! 1. `pki` (the one PEM/CRL reader), `disk` (free space, `DiskLow`), `privileges`,
 //!    `systemd` (READY/WATCHDOG, liveness probes handed in)
 //! 2. `kv` (the durable store), `qrs` (the QRS client)
-//! 3. `tasks` (start-task planning and execution)
+//! 3. `tasks` (the start-task service: idempotency, disk checks, planning and execution)
 //! 4. `authz` (endpoint groups, permissions, `Denied`)
-//! 5. `config` (Butler YAML → typed settings, once)
+//! 5. `config` (Butler YAML → typed settings and `Features`, the decision of what runs, once)
 //! 6. `security` (TLS settings, certificate inventory), `metrics` (Prometheus registry)
 //! 7. `http` (connections, limits, the one error map; serves any `http::handler::Handler`)
 //! 8. `api` (route table, router, one module per endpoint group)

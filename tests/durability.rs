@@ -23,16 +23,6 @@ fn post_pair(server_port: u16, namespace: &str, body: &Value) -> Result<u16, req
     Ok(response.status().as_u16())
 }
 
-fn value_of(server: &Server, namespace: &str, key: &str) -> Option<String> {
-    let (status, body) = json_of(
-        client()
-            .get(server.url(&format!("/v4/keyvalues/{namespace}?key={key}")))
-            .send()
-            .unwrap(),
-    );
-    (status == 200).then(|| body["value"].as_str().unwrap().to_string())
-}
-
 #[test]
 fn values_and_ttls_survive_a_clean_restart() {
     let mut server = Server::start(KV_CONFIG);
@@ -61,16 +51,25 @@ fn values_and_ttls_survive_a_clean_restart() {
         server.log()
     );
     server.restart();
-    assert_eq!(value_of(&server, "keep", "forever").as_deref(), Some("1"));
-    assert_eq!(value_of(&server, "keep", "brief").as_deref(), Some("2"));
+    assert_eq!(
+        server.butler().kv_value("keep", "forever").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        server.butler().kv_value("keep", "brief").as_deref(),
+        Some("2")
+    );
     // Closed cleanly: redb had nothing to recover.
     assert!(!server.log().contains("crash recovery"), "{}", server.log());
     // The deadline is absolute: it passes while the service keeps running after
     // the restart, 2.5 s after the write, not 2.5 s after the restart.
     let remaining = Duration::from_millis(2700).saturating_sub(written.elapsed());
     std::thread::sleep(remaining);
-    assert_eq!(value_of(&server, "keep", "brief"), None);
-    assert_eq!(value_of(&server, "keep", "forever").as_deref(), Some("1"));
+    assert_eq!(server.butler().kv_value("keep", "brief"), None);
+    assert_eq!(
+        server.butler().kv_value("keep", "forever").as_deref(),
+        Some("1")
+    );
 }
 
 /// A key whose TTL ends while the service is stopped is removed at start (by the sweeper,
@@ -96,7 +95,7 @@ fn a_ttl_that_ran_out_while_stopped_is_gone_at_start() {
         201
     );
     assert_eq!(
-        value_of(&server, "t", "k").as_deref(),
+        server.butler().kv_value("t", "k").as_deref(),
         Some("v"),
         "read within its TTL"
     );
@@ -114,7 +113,7 @@ fn a_ttl_that_ran_out_while_stopped_is_gone_at_start() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(raw::metric(server.port, "butler_edge_kv_keys"), 1);
-    assert_eq!(value_of(&server, "t", "k"), None);
+    assert_eq!(server.butler().kv_value("t", "k"), None);
     let (_, body) = json_of(client().get(server.url("/v4/keylist/t")).send().unwrap());
     assert_eq!(body["keys"], json!([{"key":"stay"}]));
 }
@@ -165,7 +164,7 @@ fn acknowledged_writes_survive_kill_9_under_concurrent_load() {
     let restart_ms = restarting.elapsed().as_millis();
     let mut lost = Vec::new();
     for (key, value) in &acknowledged {
-        if value_of(&server, "crash", key).as_deref() != Some(value.as_str()) {
+        if server.butler().kv_value("crash", key).as_deref() != Some(value.as_str()) {
             lost.push(key.clone());
         }
     }
@@ -276,7 +275,10 @@ fn sigterm_finishes_in_flight_requests_then_exits_cleanly() {
     assert!(status.success(), "exit status {status}");
     server.restart();
     assert_eq!(
-        value_of(&server, "shutdown", "in%20flight").as_deref(),
+        server
+            .butler()
+            .kv_value("shutdown", "in%20flight")
+            .as_deref(),
         Some("made it")
     );
 }

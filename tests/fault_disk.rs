@@ -25,15 +25,14 @@
 use crate::support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::server::{BIN, KV_CONFIG, Server, client, free_port, json_of};
+use support::server::{KV_CONFIG, Launch, Server, client, json_of};
 
 const NOBODY: u32 = 65534;
 
@@ -49,46 +48,12 @@ fn is_root() -> bool {
 /// Runs the service on `data_dir` (as nobody when we are root) and expects it to
 /// exit by itself: (status code, stderr, time to exit).
 fn run_expecting_exit(dir: &Path, data_dir: &Path) -> (i32, String, Duration) {
-    let config = dir.join("config.yaml");
-    std::fs::write(
-        &config,
-        KV_CONFIG
-            .replace("{port}", &free_port().to_string())
-            .replace("{max_keys}", "1000"),
-    )
-    .expect("write config");
     chmod(dir, 0o755);
-    chmod(&config, 0o644);
-    let mut command = Command::new(BIN);
-    command
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    if is_root() {
-        command.uid(NOBODY).gid(NOBODY);
-    }
-    let started = Instant::now();
-    let mut child = command.spawn().expect("spawn butler-edge");
-    let deadline = started + Duration::from_secs(10);
-    let status = loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("butler-edge kept running on an unusable data directory");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
-    }
-    (status.code().unwrap_or(-1), stderr, started.elapsed())
+    let exit = Launch::new(KV_CONFIG, dir)
+        .data_dir(data_dir)
+        .run_as_uid(NOBODY)
+        .expect_exit(Duration::from_secs(10), "on an unusable data directory");
+    (exit.code, exit.stderr, exit.elapsed)
 }
 
 #[test]

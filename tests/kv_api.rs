@@ -3,50 +3,21 @@
 //! limits.
 
 use crate::support;
+use support::butler::assert_butler_error;
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::server::{KV_CONFIG, Server, client, json_of};
 
-fn post_json(server: &Server, path: &str, body: &str) -> (u16, Value) {
-    json_of(
-        client()
-            .post(server.url(path))
-            .header("Content-Type", "application/json")
-            .body(body.to_string())
-            .send()
-            .unwrap(),
-    )
-}
-
-fn get(server: &Server, path: &str) -> (u16, Value) {
-    json_of(client().get(server.url(path)).send().unwrap())
-}
-
-fn delete(server: &Server, path: &str) -> (u16, Value) {
-    json_of(client().delete(server.url(path)).send().unwrap())
-}
-
-fn assert_butler_error(status: u16, body: &Value, expected_status: u16, message_part: &str) {
-    assert_eq!(status, expected_status, "body: {body}");
-    assert_eq!(body["statusCode"], json!(expected_status), "body: {body}");
-    assert!(body["error"].is_string(), "body: {body}");
-    let message = body["message"].as_str().unwrap_or_default();
-    assert!(
-        message.contains(message_part),
-        "message {message:?} should contain {message_part:?}"
-    );
-}
-
 #[test]
 fn ping_and_enabled_endpoints() {
     let server = Server::start(KV_CONFIG);
-    let (status, body) = get(&server, "/v4/butlerping");
+    let (status, body) = server.butler().get("/v4/butlerping");
     assert_eq!(status, 200);
     assert_eq!(body["response"], "Butler reporting for duty");
     assert_eq!(body["butlerVersion"], env!("CARGO_PKG_VERSION"));
-    let (status, body) = get(&server, "/v4/configfile/endpointsenabled");
+    let (status, body) = server.butler().get("/v4/configfile/endpointsenabled");
     assert_eq!(status, 200);
     assert_eq!(
         body,
@@ -57,8 +28,7 @@ fn ping_and_enabled_endpoints() {
 #[test]
 fn create_read_list_delete_round_trip() {
     let server = Server::start(KV_CONFIG);
-    let (status, body) = post_json(
-        &server,
+    let (status, body) = server.butler().post_json(
         "/v4/keyvalues/Sales%20ETL",
         r#"{"key":"Last extract","value":"2020-09-29 17:14:56","ttl":60000}"#,
     );
@@ -67,49 +37,48 @@ fn create_read_list_delete_round_trip() {
         body,
         json!({"namespace":"Sales ETL","key":"Last extract","value":"2020-09-29 17:14:56","ttl":60000})
     );
-    let (status, body) = get(&server, "/v4/keyvalues/Sales%20ETL?key=Last%20extract");
+    let (status, body) = server
+        .butler()
+        .get("/v4/keyvalues/Sales%20ETL?key=Last%20extract");
     assert_eq!(status, 200);
     assert_eq!(
         body,
         json!({"namespace":"Sales ETL","key":"Last extract","value":"2020-09-29 17:14:56"})
     );
-    let (status, body) = get(
-        &server,
-        "/v4/keyvalues/Sales%20ETL/keyexists?key=Last%20extract",
-    );
+    let (status, body) = server
+        .butler()
+        .get("/v4/keyvalues/Sales%20ETL/keyexists?key=Last%20extract");
     assert_eq!(status, 200);
     assert_eq!(
         body,
         json!({"keyExists":true,"keyValue":{"namespace":"Sales ETL","key":"Last extract","value":"2020-09-29 17:14:56"}})
     );
-    let (status, body) = get(&server, "/v4/keyvalues/Sales%20ETL/keyexists?key=other");
+    let (status, body) = server
+        .butler()
+        .get("/v4/keyvalues/Sales%20ETL/keyexists?key=other");
     assert_eq!(status, 200);
     assert_eq!(body, json!({"keyExists":false,"keyValue":{}}));
 
-    post_json(
-        &server,
-        "/v4/keyvalues/Sales%20ETL",
-        r#"{"key":"b","value":"2"}"#,
-    );
-    post_json(
-        &server,
-        "/v4/keyvalues/Another",
-        r#"{"key":"x","value":"1"}"#,
-    );
-    let (status, body) = get(&server, "/v4/keylist/Sales%20ETL");
+    server
+        .butler()
+        .post_json("/v4/keyvalues/Sales%20ETL", r#"{"key":"b","value":"2"}"#);
+    server
+        .butler()
+        .post_json("/v4/keyvalues/Another", r#"{"key":"x","value":"1"}"#);
+    let (status, body) = server.butler().get("/v4/keylist/Sales%20ETL");
     assert_eq!(status, 200);
     assert_eq!(
         body,
         json!({"namespace":"Sales ETL","keys":[{"key":"Last extract"},{"key":"b"}]})
     );
-    let (status, body) = get(&server, "/v4/keyvaluesnamespaces");
+    let (status, body) = server.butler().get("/v4/keyvaluesnamespaces");
     assert_eq!(status, 200);
     // Butler's order: creation order, not name order.
     assert_eq!(body, json!(["Sales ETL", "Another"]));
 
-    let (status, body) = delete(&server, "/v4/keyvalues/Sales%20ETL/b");
+    let (status, body) = server.butler().delete("/v4/keyvalues/Sales%20ETL/b");
     assert_eq!((status, body), (204, Value::Null));
-    let (status, body) = delete(&server, "/v4/keyvalues/Sales%20ETL/b");
+    let (status, body) = server.butler().delete("/v4/keyvalues/Sales%20ETL/b");
     assert_butler_error(
         status,
         &body,
@@ -117,47 +86,50 @@ fn create_read_list_delete_round_trip() {
         "Key 'b' not found in namespace: Sales ETL",
     );
 
-    let (status, _) = delete(&server, "/v4/keyvalues/Sales%20ETL");
+    let (status, _) = server.butler().delete("/v4/keyvalues/Sales%20ETL");
     assert_eq!(status, 204);
-    let (status, body) = delete(&server, "/v4/keyvalues/Sales%20ETL");
+    let (status, body) = server.butler().delete("/v4/keyvalues/Sales%20ETL");
     assert_butler_error(status, &body, 400, "Namespace not found: Sales ETL");
-    let (_, body) = get(&server, "/v4/keyvaluesnamespaces");
+    let (_, body) = server.butler().get("/v4/keyvaluesnamespaces");
     assert_eq!(body, json!(["Another"]));
 }
 
 #[test]
 fn missing_things_are_butlers_400s() {
     let server = Server::start(KV_CONFIG);
-    let (status, body) = get(&server, "/v4/keyvalues/nope?key=a");
+    let (status, body) = server.butler().get("/v4/keyvalues/nope?key=a");
     assert_butler_error(status, &body, 400, "Namespace not found: nope");
-    let (status, body) = get(&server, "/v4/keyvalues/nope/keyexists?key=a");
+    let (status, body) = server.butler().get("/v4/keyvalues/nope/keyexists?key=a");
     assert_butler_error(status, &body, 400, "Namespace not found: nope");
-    let (status, body) = get(&server, "/v4/keylist/nope");
+    let (status, body) = server.butler().get("/v4/keylist/nope");
     assert_butler_error(status, &body, 400, "Namespace not found: nope");
-    let (status, body) = delete(&server, "/v4/keyvalues/nope/a");
+    let (status, body) = server.butler().delete("/v4/keyvalues/nope/a");
     assert_butler_error(status, &body, 400, "Namespace not found: nope");
 
-    post_json(&server, "/v4/keyvalues/ns", r#"{"key":"a","value":"1"}"#);
-    let (status, body) = get(&server, "/v4/keyvalues/ns?key=zz");
+    server
+        .butler()
+        .post_json("/v4/keyvalues/ns", r#"{"key":"a","value":"1"}"#);
+    let (status, body) = server.butler().get("/v4/keyvalues/ns?key=zz");
     assert_butler_error(status, &body, 400, "Key 'zz' not found in namespace: ns");
-    let (status, body) = get(&server, "/v4/keyvalues/ns");
+    let (status, body) = server.butler().get("/v4/keyvalues/ns");
     assert_butler_error(status, &body, 400, "required property 'key'");
-    let (status, body) = get(&server, "/v4/keyvalues/ns/keyexists");
+    let (status, body) = server.butler().get("/v4/keyvalues/ns/keyexists");
     assert_butler_error(status, &body, 400, "required property 'key'");
 }
 
 #[test]
 fn a_namespace_outlives_its_last_key() {
     let server = Server::start(KV_CONFIG);
-    post_json(
-        &server,
-        "/v4/keyvalues/kept",
-        r#"{"key":"only","value":"v"}"#,
-    );
-    assert_eq!(delete(&server, "/v4/keyvalues/kept/only").0, 204);
-    assert_eq!(get(&server, "/v4/keyvaluesnamespaces").1, json!(["kept"]));
+    server
+        .butler()
+        .post_json("/v4/keyvalues/kept", r#"{"key":"only","value":"v"}"#);
+    assert_eq!(server.butler().delete("/v4/keyvalues/kept/only").0, 204);
     assert_eq!(
-        get(&server, "/v4/keylist/kept"),
+        server.butler().get("/v4/keyvaluesnamespaces").1,
+        json!(["kept"])
+    );
+    assert_eq!(
+        server.butler().get("/v4/keylist/kept"),
         (200, json!({"namespace":"kept","keys":[]}))
     );
 }
@@ -177,16 +149,20 @@ fn values_take_butlers_string_forms() {
         (r#"{"key":"m"}"#, None, ""),
     ];
     for (body, echoed, stored) in cases {
-        let (status, echo) = post_json(&server, "/v4/keyvalues/forms", body);
+        let (status, echo) = server.butler().post_json("/v4/keyvalues/forms", body);
         assert_eq!(status, 201, "{body}: {echo}");
         assert_eq!(echo.get("value").cloned(), echoed, "{body}: {echo}");
         assert_eq!(echo["ttl"], json!(0));
         let key = echo["key"].as_str().unwrap().to_string();
-        let (_, got) = get(&server, &format!("/v4/keyvalues/forms?key={key}"));
+        let (_, got) = server
+            .butler()
+            .get(&format!("/v4/keyvalues/forms?key={key}"));
         assert_eq!(got["value"], json!(stored), "{body}");
     }
     // A key sent as a number is stored under its text form.
-    let (status, echo) = post_json(&server, "/v4/keyvalues/forms", r#"{"key":7,"value":"x"}"#);
+    let (status, echo) = server
+        .butler()
+        .post_json("/v4/keyvalues/forms", r#"{"key":7,"value":"x"}"#);
     assert_eq!((status, echo["key"].clone()), (201, json!("7")));
 }
 
@@ -216,10 +192,10 @@ fn bad_bodies_are_400s_that_say_what_was_wrong_and_store_nothing() {
         ("", "Required parameter is missing"),
     ];
     for (body, message) in cases {
-        let (status, reply) = post_json(&server, "/v4/keyvalues/strict", body);
+        let (status, reply) = server.butler().post_json("/v4/keyvalues/strict", body);
         assert_butler_error(status, &reply, 400, message);
     }
-    let (status, body) = get(&server, "/v4/keyvaluesnamespaces");
+    let (status, body) = server.butler().get("/v4/keyvaluesnamespaces");
     assert_eq!(
         (status, body),
         (200, json!([])),
@@ -230,31 +206,25 @@ fn bad_bodies_are_400s_that_say_what_was_wrong_and_store_nothing() {
 #[test]
 fn ttl_as_number_or_string_and_zero_or_negative_mean_forever() {
     let server = Server::start(KV_CONFIG);
-    let (status, echo) = post_json(
-        &server,
+    let (status, echo) = server.butler().post_json(
         "/v4/keyvalues/ttl",
         r#"{"key":"short","value":"v","ttl":"400"}"#,
     );
     assert_eq!((status, echo["ttl"].clone()), (201, json!(400)));
-    post_json(
-        &server,
+    server.butler().post_json(
         "/v4/keyvalues/ttl",
         r#"{"key":"long","value":"v","ttl":60000}"#,
     );
-    post_json(
-        &server,
-        "/v4/keyvalues/ttl",
-        r#"{"key":"zero","value":"v","ttl":0}"#,
-    );
-    let (_, echo) = post_json(
-        &server,
-        "/v4/keyvalues/ttl",
-        r#"{"key":"neg","value":"v","ttl":-5}"#,
-    );
+    server
+        .butler()
+        .post_json("/v4/keyvalues/ttl", r#"{"key":"zero","value":"v","ttl":0}"#);
+    let (_, echo) = server
+        .butler()
+        .post_json("/v4/keyvalues/ttl", r#"{"key":"neg","value":"v","ttl":-5}"#);
     assert_eq!(echo["ttl"], json!(-5));
-    assert_eq!(get(&server, "/v4/keyvalues/ttl?key=short").0, 200);
+    assert_eq!(server.butler().get("/v4/keyvalues/ttl?key=short").0, 200);
     std::thread::sleep(Duration::from_millis(700));
-    let (status, body) = get(&server, "/v4/keyvalues/ttl?key=short");
+    let (status, body) = server.butler().get("/v4/keyvalues/ttl?key=short");
     assert_butler_error(
         status,
         &body,
@@ -262,35 +232,39 @@ fn ttl_as_number_or_string_and_zero_or_negative_mean_forever() {
         "Key 'short' not found in namespace: ttl",
     );
     assert_eq!(
-        get(&server, "/v4/keyvalues/ttl/keyexists?key=short").1,
+        server
+            .butler()
+            .get("/v4/keyvalues/ttl/keyexists?key=short")
+            .1,
         json!({"keyExists":false,"keyValue":{}})
     );
     for key in ["long", "zero", "neg"] {
         assert_eq!(
-            get(&server, &format!("/v4/keyvalues/ttl?key={key}")).0,
+            server
+                .butler()
+                .get(&format!("/v4/keyvalues/ttl?key={key}"))
+                .0,
             200,
             "{key}"
         );
     }
     assert_eq!(
-        get(&server, "/v4/keylist/ttl").1,
+        server.butler().get("/v4/keylist/ttl").1,
         json!({"namespace":"ttl","keys":[{"key":"long"},{"key":"zero"},{"key":"neg"}]})
     );
     // Rewriting a key restarts its TTL from the last update.
-    post_json(
-        &server,
+    server.butler().post_json(
         "/v4/keyvalues/ttl",
         r#"{"key":"renew","value":"1","ttl":500}"#,
     );
     std::thread::sleep(Duration::from_millis(300));
-    post_json(
-        &server,
+    server.butler().post_json(
         "/v4/keyvalues/ttl",
         r#"{"key":"renew","value":"2","ttl":500}"#,
     );
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
-        get(&server, "/v4/keyvalues/ttl?key=renew").1["value"],
+        server.butler().get("/v4/keyvalues/ttl?key=renew").1["value"],
         json!("2")
     );
 }
@@ -318,22 +292,28 @@ fn awkward_names_round_trip() {
     ];
     for (ns_path, ns, key_query, key) in cases {
         let body = json!({"key": key, "value": format!("value of {key}")}).to_string();
-        let (status, echo) = post_json(&server, &format!("/v4/keyvalues/{ns_path}"), &body);
+        let (status, echo) = server
+            .butler()
+            .post_json(&format!("/v4/keyvalues/{ns_path}"), &body);
         assert_eq!(status, 201, "{ns}: {echo}");
         assert_eq!(echo["namespace"], json!(ns));
-        let (status, got) = get(&server, &format!("/v4/keyvalues/{ns_path}?key={key_query}"));
+        let (status, got) = server
+            .butler()
+            .get(&format!("/v4/keyvalues/{ns_path}?key={key_query}"));
         assert_eq!(status, 200, "{ns}/{key}: {got}");
         assert_eq!(
             got,
             json!({"namespace": ns, "key": key, "value": format!("value of {key}")})
         );
-        let (_, list) = get(&server, &format!("/v4/keylist/{ns_path}"));
+        let (_, list) = server.butler().get(&format!("/v4/keylist/{ns_path}"));
         assert_eq!(list["keys"], json!([{ "key": key }]));
         let key_path = key_query.replace('+', "%20");
-        let (status, _) = delete(&server, &format!("/v4/keyvalues/{ns_path}/{key_path}"));
+        let (status, _) = server
+            .butler()
+            .delete(&format!("/v4/keyvalues/{ns_path}/{key_path}"));
         assert_eq!(status, 204, "delete {ns}/{key}");
     }
-    let (_, names) = get(&server, "/v4/keyvaluesnamespaces");
+    let (_, names) = server.butler().get("/v4/keyvaluesnamespaces");
     let expected: Vec<&str> = cases.iter().map(|c| c.1).collect();
     assert_eq!(names, json!(expected), "in creation order");
 }
@@ -432,9 +412,14 @@ fn namespace_key_limit_is_enforced_but_updates_still_succeed() {
     let server = Server::start(&config);
     for key in ["a", "b", "c"] {
         let body = format!(r#"{{"key":"{key}","value":"1"}}"#);
-        assert_eq!(post_json(&server, "/v4/keyvalues/small", &body).0, 201);
+        assert_eq!(
+            server.butler().post_json("/v4/keyvalues/small", &body).0,
+            201
+        );
     }
-    let (status, body) = post_json(&server, "/v4/keyvalues/small", r#"{"key":"d","value":"1"}"#);
+    let (status, body) = server
+        .butler()
+        .post_json("/v4/keyvalues/small", r#"{"key":"d","value":"1"}"#);
     assert_butler_error(status, &body, 409, "'small'");
     assert!(
         body["message"]
@@ -443,21 +428,29 @@ fn namespace_key_limit_is_enforced_but_updates_still_succeed() {
             .contains("limit of 3 keys"),
         "{body}"
     );
-    let (status, _) = post_json(&server, "/v4/keyvalues/small", r#"{"key":"a","value":"2"}"#);
+    let (status, _) = server
+        .butler()
+        .post_json("/v4/keyvalues/small", r#"{"key":"a","value":"2"}"#);
     assert_eq!(status, 201, "updating an existing key is not a new key");
     assert_eq!(
-        get(&server, "/v4/keyvalues/small?key=a").1["value"],
+        server.butler().get("/v4/keyvalues/small?key=a").1["value"],
         json!("2")
     );
-    assert_eq!(get(&server, "/v4/keyvalues/small?key=d").0, 400);
+    assert_eq!(server.butler().get("/v4/keyvalues/small?key=d").0, 400);
     // Other namespaces are not affected, and a deleted key frees its slot.
     assert_eq!(
-        post_json(&server, "/v4/keyvalues/other", r#"{"key":"d","value":"1"}"#).0,
+        server
+            .butler()
+            .post_json("/v4/keyvalues/other", r#"{"key":"d","value":"1"}"#)
+            .0,
         201
     );
-    assert_eq!(delete(&server, "/v4/keyvalues/small/b").0, 204);
+    assert_eq!(server.butler().delete("/v4/keyvalues/small/b").0, 204);
     assert_eq!(
-        post_json(&server, "/v4/keyvalues/small", r#"{"key":"d","value":"1"}"#).0,
+        server
+            .butler()
+            .post_json("/v4/keyvalues/small", r#"{"key":"d","value":"1"}"#)
+            .0,
         201
     );
 }
@@ -470,31 +463,28 @@ fn size_limits_name_the_limit() {
     );
     let server = Server::start(&config);
     let long_key = "k".repeat(17);
-    let (status, body) = post_json(
-        &server,
+    let (status, body) = server.butler().post_json(
         "/v4/keyvalues/limits",
         &json!({"key": long_key, "value": "v"}).to_string(),
     );
     assert_butler_error(status, &body, 400, "ButlerEdge.limits.maxKeyBytes");
-    let (status, body) = post_json(
-        &server,
+    let (status, body) = server.butler().post_json(
         "/v4/keyvalues/limits",
         &json!({"key": "k", "value": "v".repeat(65)}).to_string(),
     );
     assert_butler_error(status, &body, 400, "the limit is 64 bytes");
-    let (status, body) = post_json(
-        &server,
+    let (status, body) = server.butler().post_json(
         "/v4/keyvalues/limits",
         &json!({"key": "k", "value": "v".repeat(5000)}).to_string(),
     );
     assert_butler_error(status, &body, 413, "ButlerEdge.limits.maxBodyBytes");
-    assert_eq!(get(&server, "/v4/keyvaluesnamespaces").1, json!([]));
+    assert_eq!(server.butler().get("/v4/keyvaluesnamespaces").1, json!([]));
 }
 
 #[test]
 fn unknown_routes_and_disabled_endpoints_are_404s() {
     let server = Server::start(KV_CONFIG);
-    let (status, body) = get(&server, "/v4/nothing/here");
+    let (status, body) = server.butler().get("/v4/nothing/here");
     assert_butler_error(status, &body, 404, "Route GET:/v4/nothing/here not found");
     let (status, body) = json_of(client().put(server.url("/v4/butlerping")).send().unwrap());
     assert_butler_error(status, &body, 404, "not found");
@@ -503,11 +493,11 @@ fn unknown_routes_and_disabled_endpoints_are_404s() {
         .replace("    keyValueStore: true", "    keyValueStore: false")
         .replace("butlerping: true", "butlerping: false");
     let server = Server::start(&disabled);
-    let (status, body) = get(&server, "/v4/keyvaluesnamespaces");
+    let (status, body) = server.butler().get("/v4/keyvaluesnamespaces");
     assert_butler_error(status, &body, 404, "not found");
-    let (status, body) = get(&server, "/v4/butlerping");
+    let (status, body) = server.butler().get("/v4/butlerping");
     assert_butler_error(status, &body, 404, "not found");
-    let (status, body) = get(&server, "/v4/configfile/endpointsenabled");
+    let (status, body) = server.butler().get("/v4/configfile/endpointsenabled");
     assert_eq!((status, body), (200, json!(["apiListEnabledEndpoints"])));
 }
 

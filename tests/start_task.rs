@@ -4,6 +4,7 @@
 //! `Idempotency-Key`.
 
 use crate::support;
+use support::butler::assert_butler_error;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -158,17 +159,6 @@ fn started_ids(list: &Value) -> Vec<String> {
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
-}
-
-fn assert_butler_error(status: u16, body: &Value, expected: u16, part: &str) {
-    assert_eq!(status, expected, "body: {body}");
-    assert_eq!(body["statusCode"], json!(expected), "body: {body}");
-    assert!(body["error"].is_string(), "body: {body}");
-    let message = body["message"].as_str().unwrap_or_default();
-    assert!(
-        message.contains(part),
-        "message {message:?} should contain {part:?}"
-    );
 }
 
 #[test]

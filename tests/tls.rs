@@ -8,11 +8,10 @@ use crate::support;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::pki::{Ca, CertSpec, Validity};
-use support::server::{BIN, Server, TLS_CONFIG, run_cli};
+use support::server::{Launch, Server, TLS_CONFIG, run_cli};
 use support::tls_client::{Conn, Versions, client_config, reqwest_client, try_get};
 
 /// A server CA and a running HTTPS server whose certificate it issued.
@@ -106,43 +105,11 @@ fn plain_http_gets_no_http_answer_when_tls_is_on() {
 /// Runs the binary on `config` (with `{dir}` filled in) and expects it to exit with an error
 /// within 20 s: (exit code, stderr).
 fn start_fails(dir: &Path, config: &str) -> (i32, String) {
-    let port = support::server::free_port();
-    let path = dir.join("config.yaml");
-    std::fs::write(
-        &path,
-        config
-            .replace("{port}", &port.to_string())
-            .replace("{dir}", &dir.display().to_string()),
-    )
-    .unwrap();
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(&path)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .args(support::server::root_user_args())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut stderr = String::new();
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut stderr)
-                .unwrap();
-            return (status.code().unwrap_or(-1), stderr);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("butler-edge kept running although its TLS files are unusable");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let exit = Launch::new(config, dir).expect_exit(
+        Duration::from_secs(20),
+        "although its TLS files are unusable",
+    );
+    (exit.code, exit.stderr)
 }
 
 #[test]

@@ -198,6 +198,35 @@ fn parse_client(at: &str, item: &Value) -> Result<ClientRule, ConfigError> {
         )));
     }
     let field = |key: &str| map.get(key).filter(|v| !v.is_null());
+    let (matcher, name) = parse_identity(at, &field)?;
+    let endpoints = parse_endpoints(&format!("{at}.endpoints"), field("endpoints"))?;
+    let start_task = match field("startTask") {
+        None => None,
+        Some(v) => Some(parse_start_task(&format!("{at}.startTask"), v)?),
+    };
+    let namespaces = match field("kvNamespaces") {
+        None => None,
+        Some(v) => Some(
+            text_list(&format!("{at}.kvNamespaces"), Some(v))?
+                .iter()
+                .map(|p| NamespacePattern::parse(p))
+                .collect(),
+        ),
+    };
+    Ok(ClientRule {
+        name,
+        matcher,
+        endpoints,
+        start_task,
+        namespaces,
+    })
+}
+
+/// Which certificate the entry is (exactly one of commonName, dnsName, uri) and its name.
+fn parse_identity<'v>(
+    at: &str,
+    field: &impl Fn(&str) -> Option<&'v Value>,
+) -> Result<(IdentityMatch, String), ConfigError> {
     let mut matchers = Vec::new();
     if let Some(v) = field("commonName") {
         matchers.push(IdentityMatch::CommonName(text(
@@ -227,13 +256,16 @@ fn parse_client(at: &str, item: &Value) -> Result<ClientRule, ConfigError> {
             }
         },
     };
+    Ok((matcher, name))
+}
 
+/// The endpoint groups an entry may use, each checked against [`EndpointGroup::ALL`].
+fn parse_endpoints(
+    endpoints_path: &str,
+    value: Option<&Value>,
+) -> Result<BTreeSet<&'static str>, ConfigError> {
     let mut endpoints = BTreeSet::new();
-    let endpoints_path = format!("{at}.endpoints");
-    for (i, group) in text_list(&endpoints_path, field("endpoints"))?
-        .iter()
-        .enumerate()
-    {
+    for (i, group) in text_list(endpoints_path, value)?.iter().enumerate() {
         match EndpointGroup::ALL.iter().find(|g| g.name() == group) {
             Some(g) => {
                 endpoints.insert(g.name());
@@ -254,73 +286,52 @@ fn parse_client(at: &str, item: &Value) -> Result<ClientRule, ConfigError> {
             }
         }
     }
+    Ok(endpoints)
+}
 
-    let start_task = match field("startTask") {
-        None => None,
-        Some(Value::Object(st)) => {
-            let st_path = format!("{at}.startTask");
-            if let Some(unknown) = st
-                .keys()
-                .find(|k| !["taskId", "tag", "customProperty"].contains(&k.as_str()))
-            {
-                return Err(ConfigError::Other(format!(
-                    "{st_path}.{unknown}: unknown key; startTask may have taskId, tag, customProperty"
-                )));
-            }
-            let task_ids: HashSet<String> =
-                text_list(&format!("{st_path}.taskId"), st.get("taskId"))?
-                    .into_iter()
-                    .collect();
-            let tags: HashSet<String> = text_list(&format!("{st_path}.tag"), st.get("tag"))?
-                .into_iter()
-                .collect();
-            let mut custom_properties = HashSet::new();
-            let cp_path = format!("{st_path}.customProperty");
-            match st.get("customProperty") {
-                None | Some(Value::Null) => {}
-                Some(Value::Array(items)) => {
-                    for (i, cp) in items.iter().enumerate() {
-                        let get = |k: &str| {
-                            let p = format!("{cp_path}[{i}].{k}");
-                            text(&p, cp.get(k).unwrap_or(&Value::Null))
-                        };
-                        custom_properties.insert((get("name")?, get("value")?));
-                    }
-                }
-                Some(other) => return Err(ConfigError::invalid(&cp_path, "a list", other)),
-            }
-            Some(StartTaskPolicy {
-                enabled: true,
-                task_ids,
-                tags,
-                custom_properties,
-            })
-        }
-        Some(other) => {
-            return Err(ConfigError::invalid(
-                &format!("{at}.startTask"),
-                "a mapping with taskId, tag and customProperty lists",
-                other,
-            ));
-        }
+/// A client's own start-task allow list (`startTask: {taskId, tag, customProperty}`).
+fn parse_start_task(st_path: &str, value: &Value) -> Result<StartTaskPolicy, ConfigError> {
+    let Value::Object(st) = value else {
+        return Err(ConfigError::invalid(
+            st_path,
+            "a mapping with taskId, tag and customProperty lists",
+            value,
+        ));
     };
-
-    let namespaces = match field("kvNamespaces") {
-        None => None,
-        Some(v) => Some(
-            text_list(&format!("{at}.kvNamespaces"), Some(v))?
-                .iter()
-                .map(|p| NamespacePattern::parse(p))
-                .collect(),
-        ),
-    };
-
-    Ok(ClientRule {
-        name,
-        matcher,
-        endpoints,
-        start_task,
-        namespaces,
+    if let Some(unknown) = st
+        .keys()
+        .find(|k| !["taskId", "tag", "customProperty"].contains(&k.as_str()))
+    {
+        return Err(ConfigError::Other(format!(
+            "{st_path}.{unknown}: unknown key; startTask may have taskId, tag, customProperty"
+        )));
+    }
+    let task_ids: HashSet<String> = text_list(&format!("{st_path}.taskId"), st.get("taskId"))?
+        .into_iter()
+        .collect();
+    let tags: HashSet<String> = text_list(&format!("{st_path}.tag"), st.get("tag"))?
+        .into_iter()
+        .collect();
+    let mut custom_properties = HashSet::new();
+    let cp_path = format!("{st_path}.customProperty");
+    match st.get("customProperty") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            for (i, cp) in items.iter().enumerate() {
+                let get = |k: &str| {
+                    let p = format!("{cp_path}[{i}].{k}");
+                    text(&p, cp.get(k).unwrap_or(&Value::Null))
+                };
+                custom_properties.insert((get("name")?, get("value")?));
+            }
+        }
+        Some(other) => return Err(ConfigError::invalid(&cp_path, "a list", other)),
+    }
+    Ok(StartTaskPolicy {
+        enabled: true,
+        task_ids,
+        tags,
+        custom_properties,
     })
 }
 

@@ -62,51 +62,90 @@ pub fn parse(r: &Reader, enabled: bool) -> Result<(StartTaskConfig, Option<Strin
     let port = r.port("Butler.configQRS.port", 4242)?;
     let use_ssl = r.bool("Butler.configQRS.useSSL", true)?;
     let reject_unauthorized = r.bool("Butler.configQRS.rejectUnauthorized", true)?;
-    let mut static_headers = Vec::new();
-    for (i, item) in r
-        .list("Butler.configQRS.headers.static")?
-        .iter()
-        .enumerate()
-    {
-        let field = |name: &str| match item.get(name) {
-            Some(Value::String(s)) => Ok(s.clone()),
-            Some(Value::Number(n)) => Ok(n.to_string()),
-            other => Err(ConfigError::invalid(
-                &format!("Butler.configQRS.headers.static[{i}].{name}"),
-                "a text value",
-                other.unwrap_or(&Value::Null),
-            )),
-        };
-        static_headers.push((field("name")?, field("value")?));
-    }
+    let static_headers = name_value_list(r, "Butler.configQRS.headers.static", false)?;
     let cert_paths = (
         r.string("Butler.cert.clientCert")?,
         r.string("Butler.cert.clientCertKey")?,
         r.string("Butler.cert.clientCertCA")?,
     );
+    let policy = parse_filter(r)?;
+    let tuning = parse_tuning(r)?;
 
-    let filter_enabled = r.bool("Butler.startTaskFilter.enable", false)?;
-    let task_ids = r.string_list("Butler.startTaskFilter.allowTask.taskId")?;
-    let tags = r.string_list("Butler.startTaskFilter.allowTask.tag")?;
-    let mut custom_properties = Vec::new();
-    for (i, item) in r
-        .list("Butler.startTaskFilter.allowTask.customProperty")?
-        .iter()
-        .enumerate()
-    {
+    let mut qrs = QrsSettings {
+        host: host.clone().unwrap_or_default(),
+        port,
+        use_ssl,
+        static_headers,
+        client_cert: PathBuf::from(cert_paths.0.unwrap_or_default()),
+        client_key: PathBuf::from(cert_paths.1.unwrap_or_default()),
+        root_ca: PathBuf::from(cert_paths.2.unwrap_or_default()),
+        reject_unauthorized,
+        connect_timeout: tuning.connect_timeout,
+        request_timeout: tuning.request_timeout,
+    };
+    let not_set_up = not_set_up(host.as_deref(), enabled);
+    if enabled && not_set_up.is_none() {
+        validate_ready(r, &mut qrs, authentication.as_deref())?;
+    }
+    let config = StartTaskConfig {
+        qrs,
+        policy,
+        starter: tuning.starter,
+        idempotency_retention: tuning.idempotency_retention,
+        probe_interval: tuning.probe_interval,
+    };
+    Ok((config, not_set_up))
+}
+
+/// A list of `{name, value}` entries with text values (numbers, and with `allow_bool`
+/// booleans, in their text form), each error naming the entry.
+fn name_value_list(
+    r: &Reader,
+    path: &str,
+    allow_bool: bool,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, item) in r.list(path)?.iter().enumerate() {
         let field = |name: &str| match item.get(name) {
             Some(Value::String(s)) => Ok(s.clone()),
             Some(Value::Number(n)) => Ok(n.to_string()),
-            Some(Value::Bool(b)) => Ok(b.to_string()),
+            Some(Value::Bool(b)) if allow_bool => Ok(b.to_string()),
             other => Err(ConfigError::invalid(
-                &format!("Butler.startTaskFilter.allowTask.customProperty[{i}].{name}"),
+                &format!("{path}[{i}].{name}"),
                 "a text value",
                 other.unwrap_or(&Value::Null),
             )),
         };
-        custom_properties.push((field("name")?, field("value")?));
+        out.push((field("name")?, field("value")?));
     }
+    Ok(out)
+}
 
+/// `Butler.startTaskFilter`: the allow list applied to every caller.
+fn parse_filter(r: &Reader) -> Result<StartTaskPolicy, ConfigError> {
+    let enabled = r.bool("Butler.startTaskFilter.enable", false)?;
+    let task_ids = r.string_list("Butler.startTaskFilter.allowTask.taskId")?;
+    let tags = r.string_list("Butler.startTaskFilter.allowTask.tag")?;
+    let custom_properties =
+        name_value_list(r, "Butler.startTaskFilter.allowTask.customProperty", true)?;
+    Ok(StartTaskPolicy {
+        enabled,
+        task_ids: task_ids.into_iter().collect(),
+        tags: tags.into_iter().collect(),
+        custom_properties: custom_properties.into_iter().collect(),
+    })
+}
+
+/// `ButlerEdge.qrs`: timeouts, concurrency, waiting, idempotency and the health probe.
+struct Tuning {
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    starter: StarterSettings,
+    idempotency_retention: Duration,
+    probe_interval: Option<Duration>,
+}
+
+fn parse_tuning(r: &Reader) -> Result<Tuning, ConfigError> {
     let connect_timeout = millis(r, "ButlerEdge.qrs.connectTimeoutMs", 5_000)?;
     let request_timeout = millis(r, "ButlerEdge.qrs.requestTimeoutMs", 15_000)?;
     // Butler's callers are promised an answer within 15 s; 10 s (Butler's proxy timeout)
@@ -125,94 +164,9 @@ pub fn parse(r: &Reader, enabled: bool) -> Result<(StartTaskConfig, Option<Strin
         86_400_000,
         60_000,
     )?;
-
-    let mut qrs = QrsSettings {
-        host: host.clone().unwrap_or_default(),
-        port,
-        use_ssl,
-        static_headers,
-        client_cert: PathBuf::from(cert_paths.0.unwrap_or_default()),
-        client_key: PathBuf::from(cert_paths.1.unwrap_or_default()),
-        root_ca: PathBuf::from(cert_paths.2.unwrap_or_default()),
-        reject_unauthorized,
+    Ok(Tuning {
         connect_timeout,
         request_timeout,
-    };
-    // Enabled with no QRS host at all is a half-finished set-up, not a mistake: the appliance
-    // ships that way so that an admin only has to fill in QRS. Anything QRS-related that *is*
-    // written must be right, though.
-    let not_set_up = match &host {
-        Some(h) if !(h.trim().is_empty() || is_placeholder(h)) => None,
-        _ if enabled => Some(format!(
-            "the start-task endpoint is enabled but QRS is not set up yet: Butler.configQRS.host \
-             is {}. Fill in Butler.configQRS (host, headers) and Butler.cert (Sense's exported \
-             client.pem, client_key.pem, root.pem), check with `butler-edge check-config`, \
-             and restart butler-edge",
-            match &host {
-                Some(h) => format!("{h:?}"),
-                None => "missing".to_string(),
-            }
-        )),
-        _ => None,
-    };
-    if enabled && not_set_up.is_none() {
-        if let Some(a) = &authentication
-            && a != "certificates"
-        {
-            return Err(ConfigError::invalid(
-                "Butler.configQRS.authentication",
-                "certificates (the only QRS authentication butler-edge supports)",
-                &Value::String(a.clone()),
-            ));
-        }
-        qrs.host = required(
-            r,
-            "Butler.configQRS.host",
-            "the host name of the Sense server running QRS",
-        )?;
-        if use_ssl {
-            qrs.client_cert = required(
-                r,
-                "Butler.cert.clientCert",
-                "the path of Sense's exported client.pem",
-            )?
-            .into();
-            qrs.client_key = required(
-                r,
-                "Butler.cert.clientCertKey",
-                "the path of Sense's exported client_key.pem",
-            )?
-            .into();
-            if reject_unauthorized {
-                qrs.root_ca = required(
-                    r,
-                    "Butler.cert.clientCertCA",
-                    "the path of Sense's exported root.pem (or set Butler.configQRS.rejectUnauthorized: false)",
-                )?
-                .into();
-            }
-        }
-        if !qrs
-            .static_headers
-            .iter()
-            .any(|(n, _)| n.eq_ignore_ascii_case("X-Qlik-User"))
-        {
-            return Err(ConfigError::Invalid {
-                path: "Butler.configQRS.headers.static".to_string(),
-                expected: "an X-Qlik-User header (e.g. name: X-Qlik-User, value: UserDirectory=Internal;UserId=sa_repository)".to_string(),
-                found: "no X-Qlik-User entry".to_string(),
-            });
-        }
-    }
-
-    let config = StartTaskConfig {
-        qrs,
-        policy: StartTaskPolicy {
-            enabled: filter_enabled,
-            task_ids: task_ids.into_iter().collect(),
-            tags: tags.into_iter().collect(),
-            custom_properties: custom_properties.into_iter().collect(),
-        },
         starter: StarterSettings {
             max_concurrent_calls,
             max_items_per_request,
@@ -222,6 +176,81 @@ pub fn parse(r: &Reader, enabled: bool) -> Result<(StartTaskConfig, Option<Strin
         },
         idempotency_retention,
         probe_interval: (probe_interval_ms > 0).then(|| Duration::from_millis(probe_interval_ms)),
-    };
-    Ok((config, not_set_up))
+    })
+}
+
+/// Enabled with no QRS host at all is a half-finished set-up, not a mistake: the appliance
+/// ships that way so that an admin only has to fill in QRS. Anything QRS-related that *is*
+/// written must be right, though ([`validate_ready`]).
+fn not_set_up(host: Option<&str>, enabled: bool) -> Option<String> {
+    match host {
+        Some(h) if !(h.trim().is_empty() || is_placeholder(h)) => None,
+        _ if enabled => Some(format!(
+            "the start-task endpoint is enabled but QRS is not set up yet: Butler.configQRS.host \
+             is {}. Fill in Butler.configQRS (host, headers) and Butler.cert (Sense's exported \
+             client.pem, client_key.pem, root.pem), check with `butler-edge check-config`, \
+             and restart butler-edge",
+            match host {
+                Some(h) => format!("{h:?}"),
+                None => "missing".to_string(),
+            }
+        )),
+        _ => None,
+    }
+}
+
+/// With start-task enabled and QRS named, everything QRS needs must be there and usable.
+fn validate_ready(
+    r: &Reader,
+    qrs: &mut QrsSettings,
+    authentication: Option<&str>,
+) -> Result<(), ConfigError> {
+    if let Some(a) = authentication
+        && a != "certificates"
+    {
+        return Err(ConfigError::invalid(
+            "Butler.configQRS.authentication",
+            "certificates (the only QRS authentication butler-edge supports)",
+            &Value::String(a.to_string()),
+        ));
+    }
+    qrs.host = required(
+        r,
+        "Butler.configQRS.host",
+        "the host name of the Sense server running QRS",
+    )?;
+    if qrs.use_ssl {
+        qrs.client_cert = required(
+            r,
+            "Butler.cert.clientCert",
+            "the path of Sense's exported client.pem",
+        )?
+        .into();
+        qrs.client_key = required(
+            r,
+            "Butler.cert.clientCertKey",
+            "the path of Sense's exported client_key.pem",
+        )?
+        .into();
+        if qrs.reject_unauthorized {
+            qrs.root_ca = required(
+                r,
+                "Butler.cert.clientCertCA",
+                "the path of Sense's exported root.pem (or set Butler.configQRS.rejectUnauthorized: false)",
+            )?
+            .into();
+        }
+    }
+    if !qrs
+        .static_headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("X-Qlik-User"))
+    {
+        return Err(ConfigError::Invalid {
+            path: "Butler.configQRS.headers.static".to_string(),
+            expected: "an X-Qlik-User header (e.g. name: X-Qlik-User, value: UserDirectory=Internal;UserId=sa_repository)".to_string(),
+            found: "no X-Qlik-User entry".to_string(),
+        });
+    }
+    Ok(())
 }

@@ -415,140 +415,143 @@ fn apply(
             key,
             value,
             expires_at,
-        } => {
-            let existing =
-                t.kv.get((namespace.as_str(), key.as_str()))
-                    .map_err(db_err)?
-                    .map(|guard| guard.value().0);
-            let count = t
-                .namespaces
-                .get(namespace.as_str())
-                .map_err(db_err)?
-                .map(|g| g.value());
-            let outcome = match existing {
-                Some(old_deadline) => {
-                    if old_deadline != 0 {
-                        t.expiry
-                            .remove((old_deadline, namespace.as_str(), key.as_str()))
-                            .map_err(db_err)?;
-                    }
-                    if is_live(old_deadline, now) {
-                        // An overwrite keeps the key's place in the listing.
-                        WriteOutcome::Replaced
-                    } else {
-                        // An expired key is gone: writing it again creates it anew, last.
-                        let seq = t.take_seq();
-                        t.key_order
-                            .insert((namespace.as_str(), key.as_str()), seq)
-                            .map_err(db_err)?;
-                        WriteOutcome::Created
-                    }
-                }
-                None => {
-                    let new_namespace = count.is_none();
-                    let count = count.unwrap_or(0);
-                    if count >= max_keys {
-                        return Ok(WriteOutcome::Rejected(Rejected::NamespaceFull {
-                            limit: max_keys,
-                        }));
-                    }
-                    if new_namespace {
-                        let seq = t.take_seq();
-                        t.namespace_order
-                            .insert(namespace.as_str(), seq)
-                            .map_err(db_err)?;
-                    }
-                    t.namespaces
-                        .insert(namespace.as_str(), count + 1)
-                        .map_err(db_err)?;
-                    let seq = t.take_seq();
-                    t.key_order
-                        .insert((namespace.as_str(), key.as_str()), seq)
-                        .map_err(db_err)?;
-                    WriteOutcome::Created
-                }
-            };
-            t.kv.insert(
-                (namespace.as_str(), key.as_str()),
-                (*expires_at, value.as_str()),
-            )
-            .map_err(db_err)?;
-            if *expires_at != 0 {
-                t.expiry
-                    .insert((*expires_at, namespace.as_str(), key.as_str()), ())
-                    .map_err(db_err)?;
-            }
-            Ok(outcome)
-        }
-        WriteOp::DeleteKey { namespace, key } => {
-            let Some(count) = t
-                .namespaces
-                .get(namespace.as_str())
-                .map_err(db_err)?
-                .map(|g| g.value())
-            else {
-                return Ok(WriteOutcome::Rejected(Rejected::NamespaceNotFound));
-            };
-            let removed =
-                t.kv.remove((namespace.as_str(), key.as_str()))
-                    .map_err(db_err)?
-                    .map(|guard| guard.value().0);
-            let Some(deadline) = removed else {
-                return Ok(WriteOutcome::Rejected(Rejected::KeyNotFound));
-            };
-            t.key_order
-                .remove((namespace.as_str(), key.as_str()))
-                .map_err(db_err)?;
-            if deadline != 0 {
-                t.expiry
-                    .remove((deadline, namespace.as_str(), key.as_str()))
-                    .map_err(db_err)?;
-            }
-            t.namespaces
-                .insert(namespace.as_str(), count.saturating_sub(1))
-                .map_err(db_err)?;
-            Ok(if is_live(deadline, now) {
-                WriteOutcome::Deleted
-            } else {
-                WriteOutcome::Rejected(Rejected::KeyNotFound)
-            })
-        }
-        WriteOp::DeleteNamespace { namespace } => {
-            if t.namespaces
-                .remove(namespace.as_str())
-                .map_err(db_err)?
-                .is_none()
-            {
-                return Ok(WriteOutcome::Rejected(Rejected::NamespaceNotFound));
-            }
-            t.namespace_order
-                .remove(namespace.as_str())
-                .map_err(db_err)?;
-            let mut doomed: Vec<(String, u64)> = Vec::new();
-            for entry in t.kv.range((namespace.as_str(), "")..).map_err(db_err)? {
-                let (k, v) = entry.map_err(db_err)?;
-                let (ns, key) = k.value();
-                if ns != namespace {
-                    break;
-                }
-                doomed.push((key.to_string(), v.value().0));
-            }
-            for (key, deadline) in doomed {
-                t.kv.remove((namespace.as_str(), key.as_str()))
-                    .map_err(db_err)?;
-                t.key_order
-                    .remove((namespace.as_str(), key.as_str()))
-                    .map_err(db_err)?;
-                if deadline != 0 {
-                    t.expiry
-                        .remove((deadline, namespace.as_str(), key.as_str()))
-                        .map_err(db_err)?;
-                }
-            }
-            Ok(WriteOutcome::Deleted)
-        }
+        } => put(t, namespace, key, value, *expires_at, max_keys, now),
+        WriteOp::DeleteKey { namespace, key } => delete_key(t, namespace, key, now),
+        WriteOp::DeleteNamespace { namespace } => delete_namespace(t, namespace),
         WriteOp::PurgeExpired { now } => Ok(WriteOutcome::Purged(purge_expired(t, *now)?)),
     }
+}
+
+/// Creates or overwrites a pair: a new key counts against the namespace's limit and goes to
+/// the end of the listing, an overwrite keeps its place.
+fn put(
+    t: &mut Tables,
+    namespace: &str,
+    key: &str,
+    value: &str,
+    expires_at: u64,
+    max_keys: u64,
+    now: u64,
+) -> Result<WriteOutcome, StoreError> {
+    let existing =
+        t.kv.get((namespace, key))
+            .map_err(db_err)?
+            .map(|guard| guard.value().0);
+    let count = t
+        .namespaces
+        .get(namespace)
+        .map_err(db_err)?
+        .map(|g| g.value());
+    let outcome = match existing {
+        Some(old_deadline) => {
+            if old_deadline != 0 {
+                t.expiry
+                    .remove((old_deadline, namespace, key))
+                    .map_err(db_err)?;
+            }
+            if is_live(old_deadline, now) {
+                // An overwrite keeps the key's place in the listing.
+                WriteOutcome::Replaced
+            } else {
+                // An expired key is gone: writing it again creates it anew, last.
+                let seq = t.take_seq();
+                t.key_order.insert((namespace, key), seq).map_err(db_err)?;
+                WriteOutcome::Created
+            }
+        }
+        None => {
+            let new_namespace = count.is_none();
+            let count = count.unwrap_or(0);
+            if count >= max_keys {
+                return Ok(WriteOutcome::Rejected(Rejected::NamespaceFull {
+                    limit: max_keys,
+                }));
+            }
+            if new_namespace {
+                let seq = t.take_seq();
+                t.namespace_order.insert(namespace, seq).map_err(db_err)?;
+            }
+            t.namespaces.insert(namespace, count + 1).map_err(db_err)?;
+            let seq = t.take_seq();
+            t.key_order.insert((namespace, key), seq).map_err(db_err)?;
+            WriteOutcome::Created
+        }
+    };
+    t.kv.insert((namespace, key), (expires_at, value))
+        .map_err(db_err)?;
+    if expires_at != 0 {
+        t.expiry
+            .insert((expires_at, namespace, key), ())
+            .map_err(db_err)?;
+    }
+    Ok(outcome)
+}
+
+/// Deletes one key; an expired one counts as not found (it is removed all the same).
+fn delete_key(
+    t: &mut Tables,
+    namespace: &str,
+    key: &str,
+    now: u64,
+) -> Result<WriteOutcome, StoreError> {
+    let Some(count) = t
+        .namespaces
+        .get(namespace)
+        .map_err(db_err)?
+        .map(|g| g.value())
+    else {
+        return Ok(WriteOutcome::Rejected(Rejected::NamespaceNotFound));
+    };
+    let removed =
+        t.kv.remove((namespace, key))
+            .map_err(db_err)?
+            .map(|guard| guard.value().0);
+    let Some(deadline) = removed else {
+        return Ok(WriteOutcome::Rejected(Rejected::KeyNotFound));
+    };
+    t.key_order.remove((namespace, key)).map_err(db_err)?;
+    if deadline != 0 {
+        t.expiry
+            .remove((deadline, namespace, key))
+            .map_err(db_err)?;
+    }
+    t.namespaces
+        .insert(namespace, count.saturating_sub(1))
+        .map_err(db_err)?;
+    Ok(if is_live(deadline, now) {
+        WriteOutcome::Deleted
+    } else {
+        WriteOutcome::Rejected(Rejected::KeyNotFound)
+    })
+}
+
+/// Deletes a namespace with all its keys and their expiry entries.
+fn delete_namespace(t: &mut Tables, namespace: &str) -> Result<WriteOutcome, StoreError> {
+    if t.namespaces.remove(namespace).map_err(db_err)?.is_none() {
+        return Ok(WriteOutcome::Rejected(Rejected::NamespaceNotFound));
+    }
+    t.namespace_order.remove(namespace).map_err(db_err)?;
+    let mut doomed: Vec<(String, u64)> = Vec::new();
+    for entry in t.kv.range((namespace, "")..).map_err(db_err)? {
+        let (k, v) = entry.map_err(db_err)?;
+        let (ns, key) = k.value();
+        if ns != namespace {
+            break;
+        }
+        doomed.push((key.to_string(), v.value().0));
+    }
+    for (key, deadline) in doomed {
+        t.kv.remove((namespace, key.as_str())).map_err(db_err)?;
+        t.key_order
+            .remove((namespace, key.as_str()))
+            .map_err(db_err)?;
+        if deadline != 0 {
+            t.expiry
+                .remove((deadline, namespace, key.as_str()))
+                .map_err(db_err)?;
+        }
+    }
+    Ok(WriteOutcome::Deleted)
 }
 
 /// Removes up to [`MAX_PURGE_PER_TXN`] entries whose deadline is at or before

@@ -219,6 +219,182 @@ enum Outcome {
     Failed(String),
 }
 
+/// Steps 1 and 2 of a start: what the request asks for, through the allow list. Pure.
+struct Plan<'r> {
+    /// Task ids in Butler's order (the path's, then the body's), with whether each is
+    /// well formed and allowed; malformed ones are reported invalid once QRS has answered.
+    ids: Vec<(&'r String, bool)>,
+    /// The well-formed, allowed ids to look up.
+    id_candidates: Vec<String>,
+    tags: Vec<&'r str>,
+    cps: Vec<(&'r str, &'r str)>,
+    key_values: Vec<KeyValueItem>,
+}
+
+impl<'r> Plan<'r> {
+    fn of(
+        request: &'r StartRequest,
+        policy: &StartTaskPolicy,
+        report: &mut StartReport,
+    ) -> Plan<'r> {
+        let mut ids: Vec<(&String, bool)> = Vec::new();
+        let path_id = (request.path_task_id != "-").then_some(&request.path_task_id);
+        let body_ids = request.items.iter().filter_map(|i| match i {
+            BodyItem::TaskId(id) => Some(id),
+            _ => None,
+        });
+        // An id named twice is one id: looked up, started and reported once.
+        let mut seen_ids: HashSet<&str> = HashSet::new();
+        for id in path_id.into_iter().chain(body_ids) {
+            if !seen_ids.insert(id.as_str()) {
+                continue;
+            }
+            if !is_task_guid(id) {
+                ids.push((id, false));
+            } else if !policy.allows_task_id(id) {
+                tracing::warn!(task_id = %id, "start task: task id not on the allow list");
+                report.tasks_id.denied.push(TaskIdOnly {
+                    task_id: id.clone(),
+                });
+            } else {
+                ids.push((id, true));
+            }
+        }
+        let id_candidates = ids
+            .iter()
+            .filter(|(_, ok)| *ok)
+            .map(|(id, _)| (*id).clone())
+            .collect();
+        let mut plan = Plan {
+            ids,
+            id_candidates,
+            tags: Vec::new(),
+            cps: Vec::new(),
+            key_values: Vec::new(),
+        };
+        // A tag or custom property named twice is one QRS lookup and one report entry. QRS
+        // compares tag names without regard to case, so allowed `Nightly` and `NIGHTLY` are
+        // one lookup too (reported as first written). The allow-list itself compares exactly
+        // (a variant it does not list is refused, never widened), so refused tags are told
+        // apart exactly.
+        let mut seen_tags: HashSet<(bool, String)> = HashSet::new();
+        let mut seen_cps: HashSet<(&str, &str)> = HashSet::new();
+        for item in &request.items {
+            let repeated = match item {
+                BodyItem::Tag(tag) if policy.allows_tag(tag) => {
+                    !seen_tags.insert((true, tag.to_lowercase()))
+                }
+                BodyItem::Tag(tag) => !seen_tags.insert((false, tag.clone())),
+                BodyItem::CustomProperty { name, value } => !seen_cps.insert((name, value)),
+                _ => false,
+            };
+            if repeated {
+                continue;
+            }
+            match item {
+                BodyItem::Tag(tag) if policy.allows_tag(tag) => plan.tags.push(tag),
+                BodyItem::Tag(tag) => {
+                    tracing::warn!(tag = %tag, "start task: tag not on the allow list");
+                    report.tasks_tag_denied.push(TagOnly { tag: tag.clone() });
+                }
+                BodyItem::CustomProperty { name, value }
+                    if policy.allows_custom_property(name, value) =>
+                {
+                    plan.cps.push((name, value))
+                }
+                BodyItem::CustomProperty { name, value } => {
+                    tracing::warn!(name = %name, value = %value, "start task: custom property not on the allow list");
+                    report.tasks_cp_denied.push(CustomPropertyOnly {
+                        name: name.clone(),
+                        value: value.clone(),
+                    });
+                }
+                BodyItem::KeyValue(kv) => plan.key_values.push(kv.clone()),
+                BodyItem::TaskId(_) => {}
+            }
+        }
+        plan
+    }
+
+    /// The tasks the ids name, in order; unknown or malformed ids are reported invalid, and
+    /// with `allTaskIdsMustExist` one invalid id denies them all.
+    fn known_ids(
+        &self,
+        known: &HashMap<String, TaskInfo>,
+        all_must_exist: bool,
+        report: &mut StartReport,
+    ) -> Vec<TaskInfo> {
+        let mut id_tasks: Vec<TaskInfo> = Vec::new();
+        for (id, well_formed) in &self.ids {
+            match known.get(id.as_str()).filter(|_| *well_formed) {
+                Some(task) => id_tasks.push(task.clone()),
+                None => report.tasks_id.invalid.push(TaskIdOnly {
+                    task_id: (*id).clone(),
+                }),
+            }
+        }
+        if all_must_exist && !report.tasks_id.invalid.is_empty() {
+            report
+                .tasks_id
+                .denied
+                .extend(id_tasks.drain(..).map(|t| TaskIdOnly { task_id: t.id }));
+        }
+        id_tasks
+    }
+}
+
+/// Fills in where each task was named (by id, tag, custom property) how its start went.
+fn report_outcomes(
+    report: &mut StartReport,
+    [id_tasks, tag_tasks, cp_tasks]: [&[TaskInfo]; 3],
+    distinct: &[TaskInfo],
+    outcome_by_id: &HashMap<String, Outcome>,
+) {
+    let entry = |task: &TaskInfo| match outcome_by_id.get(&task.id) {
+        Some(Outcome::Started { session_id, status }) => Some(StartedTask {
+            task_id: task.id.clone(),
+            task_name: task.name.clone(),
+            execution_session_id: session_id.clone(),
+            execution_status: status.clone(),
+        }),
+        _ => None,
+    };
+    report.tasks_id.started = id_tasks.iter().filter_map(entry).collect();
+    report.tasks_tag = tag_tasks.iter().filter_map(entry).collect();
+    report.tasks_cp = cp_tasks.iter().filter_map(entry).collect();
+    report.failed = distinct
+        .iter()
+        .filter_map(|t| match outcome_by_id.get(&t.id) {
+            Some(Outcome::Failed(reason)) => Some(FailedTask {
+                task_id: t.id.clone(),
+                task_name: t.name.clone(),
+                reason: reason.clone(),
+            }),
+            _ => None,
+        })
+        .collect();
+}
+
+/// Each task once, in the order first named (by id, then tag, then custom property).
+fn distinct_tasks(
+    id_tasks: &[TaskInfo],
+    tag_tasks: &[Vec<TaskInfo>],
+    cp_tasks: &[Vec<TaskInfo>],
+) -> Vec<TaskInfo> {
+    let mut distinct: Vec<TaskInfo> = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
+    for task in id_tasks
+        .iter()
+        .chain(tag_tasks.iter().flatten())
+        .chain(cp_tasks.iter().flatten())
+    {
+        if seen.insert(task.id.as_str()) {
+            distinct.push(task.clone());
+        }
+    }
+    distinct
+}
+
 /// Starts tasks through QRS. Shared by all requests; bounds the QRS calls in flight.
 pub struct Starter {
     qrs: QrsClient,
@@ -265,134 +441,34 @@ impl Starter {
         let mut report = StartReport::default();
         let deadline = tokio::time::Instant::now() + self.settings.request_deadline;
         let caller = request.caller.as_str();
-
-        // 1. Task ids: the path id first, then the body's, in order (as Butler). Malformed
-        //    and unknown ids are reported as invalid in that order once QRS has answered.
-        let mut ids: Vec<(&String, bool)> = Vec::new(); // (id, well-formed and allowed)
-        let path_id = (request.path_task_id != "-").then_some(&request.path_task_id);
-        let body_ids = request.items.iter().filter_map(|i| match i {
-            BodyItem::TaskId(id) => Some(id),
-            _ => None,
-        });
-        // An id named twice is one id: looked up, started and reported once.
-        let mut seen_ids: HashSet<&str> = HashSet::new();
-        for id in path_id.into_iter().chain(body_ids) {
-            if !seen_ids.insert(id.as_str()) {
-                continue;
-            }
-            if !is_task_guid(id) {
-                ids.push((id, false));
-            } else if !policy.allows_task_id(id) {
-                tracing::warn!(task_id = %id, "start task: task id not on the allow list");
-                report.tasks_id.denied.push(TaskIdOnly {
-                    task_id: id.clone(),
-                });
-            } else {
-                ids.push((id, true));
-            }
-        }
-        let id_candidates: Vec<String> = ids
-            .iter()
-            .filter(|(_, ok)| *ok)
-            .map(|(id, _)| (*id).clone())
-            .collect();
-
-        // 2. Tags and custom properties through the allow list.
-        let mut tags: Vec<&str> = Vec::new();
-        let mut cps: Vec<(&str, &str)> = Vec::new();
-        let mut key_values: Vec<KeyValueItem> = Vec::new();
-        // A tag or custom property named twice is one QRS lookup and one report entry. QRS
-        // compares tag names without regard to case, so allowed `Nightly` and `NIGHTLY` are
-        // one lookup too (reported as first written). The allow-list itself compares exactly
-        // (a variant it does not list is refused, never widened), so refused tags are told
-        // apart exactly.
-        let mut seen_tags: HashSet<(bool, String)> = HashSet::new();
-        let mut seen_cps: HashSet<(&str, &str)> = HashSet::new();
-        for item in &request.items {
-            let repeated = match item {
-                BodyItem::Tag(tag) if policy.allows_tag(tag) => {
-                    !seen_tags.insert((true, tag.to_lowercase()))
-                }
-                BodyItem::Tag(tag) => !seen_tags.insert((false, tag.clone())),
-                BodyItem::CustomProperty { name, value } => !seen_cps.insert((name, value)),
-                _ => false,
-            };
-            if repeated {
-                continue;
-            }
-            match item {
-                BodyItem::Tag(tag) if policy.allows_tag(tag) => tags.push(tag),
-                BodyItem::Tag(tag) => {
-                    tracing::warn!(tag = %tag, "start task: tag not on the allow list");
-                    report.tasks_tag_denied.push(TagOnly { tag: tag.clone() });
-                }
-                BodyItem::CustomProperty { name, value }
-                    if policy.allows_custom_property(name, value) =>
-                {
-                    cps.push((name, value))
-                }
-                BodyItem::CustomProperty { name, value } => {
-                    tracing::warn!(name = %name, value = %value, "start task: custom property not on the allow list");
-                    report.tasks_cp_denied.push(CustomPropertyOnly {
-                        name: name.clone(),
-                        value: value.clone(),
-                    });
-                }
-                BodyItem::KeyValue(kv) => key_values.push(kv.clone()),
-                BodyItem::TaskId(_) => {}
-            }
-        }
+        // 1-2. What is asked for and allowed (the allow-list refusals go in the report).
+        let plan = Plan::of(request, policy, &mut report);
 
         // 3. Ask QRS, concurrently: which ids exist, which tasks carry the tags and the
         //    custom properties. Any failure here means nothing is started.
         let lookups = async {
             tokio::try_join!(
-                self.lookup_ids(caller, &id_candidates),
-                try_join_all(tags.iter().map(|tag| self.lookup_tag(caller, tag))),
-                try_join_all(cps.iter().map(|(n, v)| self.lookup_cp(caller, n, v))),
+                self.lookup_ids(caller, &plan.id_candidates),
+                try_join_all(plan.tags.iter().map(|tag| self.lookup_tag(caller, tag))),
+                try_join_all(plan.cps.iter().map(|(n, v)| self.lookup_cp(caller, n, v))),
             )
         };
         let (known, tag_tasks, cp_tasks) = tokio::time::timeout_at(deadline, lookups)
             .await
             .map_err(|_| StartError::Deadline(self.settings.request_deadline))?
             .map_err(StartError::Qrs)?;
-
-        let mut id_tasks: Vec<TaskInfo> = Vec::new();
-        for (id, well_formed) in &ids {
-            match known.get(id.as_str()).filter(|_| *well_formed) {
-                Some(task) => id_tasks.push(task.clone()),
-                None => report.tasks_id.invalid.push(TaskIdOnly {
-                    task_id: (*id).clone(),
-                }),
-            }
-        }
-        if request.all_task_ids_must_exist && !report.tasks_id.invalid.is_empty() {
-            report
-                .tasks_id
-                .denied
-                .extend(id_tasks.drain(..).map(|t| TaskIdOnly { task_id: t.id }));
-        }
+        let id_tasks = plan.known_ids(&known, request.all_task_ids_must_exist, &mut report);
 
         // 4. Key-value items are committed before anything starts, so that a started app's
         //    script can read them.
-        if !key_values.is_empty() {
-            store_key_values(key_values)
+        if !plan.key_values.is_empty() {
+            store_key_values(plan.key_values)
                 .await
                 .map_err(StartError::KeyValue)?;
         }
 
         // 5. Start each distinct task once, concurrently (bounded), and wait for QRS.
-        let mut distinct: Vec<TaskInfo> = Vec::new();
-        let mut seen: HashSet<&str> = HashSet::new();
-        for task in id_tasks
-            .iter()
-            .chain(tag_tasks.iter().flatten())
-            .chain(cp_tasks.iter().flatten())
-        {
-            if seen.insert(task.id.as_str()) {
-                distinct.push(task.clone());
-            }
-        }
+        let distinct = distinct_tasks(&id_tasks, &tag_tasks, &cp_tasks);
         if !distinct.is_empty() && tokio::time::Instant::now() >= deadline {
             return Err(StartError::Deadline(self.settings.request_deadline));
         }
@@ -411,57 +487,47 @@ impl Starter {
 
         // 6. With ?wait=true, follow each started run to its end (bounded).
         if request.wait {
-            let deadline = started_at + self.settings.wait_timeout;
-            let waits = outcome_by_id.iter().filter_map(|(id, o)| match o {
-                Outcome::Started { session_id, .. } => Some(async move {
-                    (
-                        id.clone(),
-                        self.wait_for(caller, session_id, deadline).await,
-                    )
-                }),
-                Outcome::Failed(_) => None,
-            });
-            let finished = join_all(waits).await;
-            let mut complete = true;
-            for (id, status) in finished {
-                if status == STILL_RUNNING {
-                    complete = false;
-                }
-                if let Some(Outcome::Started { status: s, .. }) = outcome_by_id.get_mut(&id) {
-                    *s = Some(status);
-                }
-            }
-            report.wait = Some(WaitReport {
-                complete,
-                timeout_ms: self.settings.wait_timeout.as_millis() as u64,
-            });
+            report.wait = Some(self.wait_all(caller, &mut outcome_by_id, started_at).await);
         }
 
         // 7. Report: started tasks where Butler lists them, failed ones once in `failed`.
-        let entry = |task: &TaskInfo| match outcome_by_id.get(&task.id) {
-            Some(Outcome::Started { session_id, status }) => Some(StartedTask {
-                task_id: task.id.clone(),
-                task_name: task.name.clone(),
-                execution_session_id: session_id.clone(),
-                execution_status: status.clone(),
-            }),
-            _ => None,
-        };
-        report.tasks_id.started = id_tasks.iter().filter_map(entry).collect();
-        report.tasks_tag = tag_tasks.iter().flatten().filter_map(entry).collect();
-        report.tasks_cp = cp_tasks.iter().flatten().filter_map(entry).collect();
-        report.failed = distinct
-            .iter()
-            .filter_map(|t| match outcome_by_id.get(&t.id) {
-                Some(Outcome::Failed(reason)) => Some(FailedTask {
-                    task_id: t.id.clone(),
-                    task_name: t.name.clone(),
-                    reason: reason.clone(),
-                }),
-                _ => None,
-            })
-            .collect();
+        let named = [&id_tasks[..], &tag_tasks.concat(), &cp_tasks.concat()];
+        report_outcomes(&mut report, named, &distinct, &outcome_by_id);
         Ok(report)
+    }
+
+    /// Follows each started run until it ends or the wait timeout passes; records each
+    /// run's final status in its outcome.
+    async fn wait_all(
+        &self,
+        caller: &str,
+        outcome_by_id: &mut HashMap<String, Outcome>,
+        started_at: Instant,
+    ) -> WaitReport {
+        let deadline = started_at + self.settings.wait_timeout;
+        let waits = outcome_by_id.iter().filter_map(|(id, o)| match o {
+            Outcome::Started { session_id, .. } => Some(async move {
+                (
+                    id.clone(),
+                    self.wait_for(caller, session_id, deadline).await,
+                )
+            }),
+            Outcome::Failed(_) => None,
+        });
+        let finished = join_all(waits).await;
+        let mut complete = true;
+        for (id, status) in finished {
+            if status == STILL_RUNNING {
+                complete = false;
+            }
+            if let Some(Outcome::Started { status: s, .. }) = outcome_by_id.get_mut(&id) {
+                *s = Some(status);
+            }
+        }
+        WaitReport {
+            complete,
+            timeout_ms: self.settings.wait_timeout.as_millis() as u64,
+        }
     }
 
     async fn lookup_ids(

@@ -172,6 +172,11 @@ impl Server {
         }
     }
 
+    /// Butler's API on this server (plain HTTP).
+    pub fn butler(&self) -> super::butler::Butler {
+        super::butler::Butler::on_port(self.port)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.port, path)
     }
@@ -311,4 +316,113 @@ pub fn run_cli(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// How a test runs the binary when it expects it to exit (a start-up refusal): the config
+/// (`{port}`, `{max_keys}` and `{dir}` filled in), where it is written, the data directory,
+/// extra environment and arguments, and which user runs it. [`Server`] is the same for a
+/// binary expected to keep serving.
+pub struct Launch {
+    config: String,
+    dir: PathBuf,
+    data_dir: PathBuf,
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+    uid: Option<u32>,
+}
+
+/// How a launched binary ended.
+pub struct Exit {
+    pub code: i32,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Launch {
+    /// `config` written to `dir/config.yaml`; the data directory defaults to `dir/data`.
+    pub fn new(config: &str, dir: &Path) -> Launch {
+        Launch {
+            config: config.to_string(),
+            dir: dir.to_path_buf(),
+            data_dir: dir.join("data"),
+            env: Vec::new(),
+            args: Vec::new(),
+            uid: None,
+        }
+    }
+
+    pub fn data_dir(mut self, path: &Path) -> Launch {
+        self.data_dir = path.to_path_buf();
+        self
+    }
+
+    pub fn env(mut self, name: &str, value: &str) -> Launch {
+        self.env.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn arg(mut self, arg: &str) -> Launch {
+        self.args.push(arg.to_string());
+        self
+    }
+
+    /// Runs as this uid and gid (when the tests run as root) instead of `--user root`.
+    pub fn run_as_uid(mut self, uid: u32) -> Launch {
+        self.uid = Some(uid);
+        self
+    }
+
+    /// Runs it and waits up to `within` for it to exit; panics (naming `why`) if it keeps
+    /// running.
+    pub fn expect_exit(self, within: Duration, why: &str) -> Exit {
+        use std::os::unix::process::CommandExt;
+        let config_path = self.dir.join("config.yaml");
+        let text = self
+            .config
+            .replace("{port}", &free_port().to_string())
+            .replace("{max_keys}", "1000")
+            .replace("{dir}", &self.dir.display().to_string());
+        std::fs::write(&config_path, text).expect("write config");
+        let mut command = Command::new(BIN);
+        command
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        match self.uid {
+            Some(uid) if nix::unistd::geteuid().is_root() => {
+                command.uid(uid).gid(uid);
+            }
+            Some(_) => {}
+            None => {
+                command.args(root_user_args());
+            }
+        }
+        let started = Instant::now();
+        let mut child = command.spawn().expect("spawn butler-edge");
+        let status = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                break status;
+            }
+            if started.elapsed() > within {
+                let _ = child.kill();
+                panic!("butler-edge kept running {why}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut stderr = String::new();
+        if let Some(mut pipe) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+        }
+        Exit {
+            code: status.code().unwrap_or(-1),
+            stderr,
+            elapsed: started.elapsed(),
+        }
+    }
 }
