@@ -512,3 +512,38 @@ fn a_post_without_a_namespace_is_refused() {
     let (status, body) = api.get("/v4/keyvaluesnamespaces");
     assert_eq!((status, body), (200, serde_json::json!([])));
 }
+
+/// Store-wide quotas: namespaces and keys over `ButlerEdge.limits.maxNamespaces` /
+/// `maxKeys` are a 409 naming the limit (20,000 namespaces used to be created in 4 s, also
+/// by a client limited to `erp-*`); updates of existing keys still succeed; deleting makes
+/// room again.
+#[test]
+fn the_store_has_a_namespace_and_a_key_quota() {
+    let server = Server::start(&format!(
+        "{KV_CONFIG}ButlerEdge:\n  limits:\n    maxNamespaces: 3\n    maxKeys: 5\n"
+    ));
+    let api = support::butler::Butler::on_port(server.port);
+    let pair = |key: &str| json!({"key": key, "value": "v"});
+    for ns in ["erp-1", "erp-2", "erp-3"] {
+        assert_eq!(api.kv_post(ns, &pair("k")).0, 201);
+    }
+    let (status, body) = api.kv_post("erp-4", &pair("k"));
+    support::butler::assert_butler_error(status, &body, 409, "ButlerEdge.limits.maxNamespaces");
+    assert!(
+        body["message"].as_str().unwrap().contains("3 namespaces"),
+        "{body}"
+    );
+    assert_eq!(api.kv_post("erp-1", &pair("k2")).0, 201);
+    assert_eq!(api.kv_post("erp-2", &pair("k2")).0, 201);
+    let (status, body) = api.kv_post("erp-3", &pair("k2"));
+    support::butler::assert_butler_error(status, &body, 409, "ButlerEdge.limits.maxKeys");
+    // An update is not a new key.
+    assert_eq!(api.kv_post("erp-3", &pair("k")).0, 201);
+    assert_eq!(
+        api.get("/v4/keyvaluesnamespaces").1,
+        json!(["erp-1", "erp-2", "erp-3"])
+    );
+    // Room again once keys are gone.
+    assert_eq!(api.kv_delete_namespace("erp-3").0, 204);
+    assert_eq!(api.kv_post("erp-4", &pair("k")).0, 201);
+}

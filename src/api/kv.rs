@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::kv_input::parse_new_pair;
 pub use super::kv_input::{NewPair, parse_ttl, scalar_text};
 use crate::config::Limits;
-use crate::http::error::{ApiError, namespace_full};
+use crate::http::error::{ApiError, namespace_full, store_full};
 use crate::http::response::{ResponseBody, empty, json};
 use crate::kv::{Rejected, Store, StoreError, WriteOp, WriteOutcome, deadline_for, now_ms};
 
@@ -144,6 +144,7 @@ pub async fn post(
         WriteOutcome::Rejected(Rejected::NamespaceFull { limit }) => {
             Err(namespace_full(namespace, &pair.key, limit))
         }
+        WriteOutcome::Rejected(Rejected::StoreFull(quota)) => Err(store_full(quota)),
         WriteOutcome::Rejected(other) => Err(ApiError::internal(format!(
             "Failed adding key-value to namespace: unexpected refusal {other:?}"
         ))),

@@ -120,6 +120,10 @@ impl EndpointsEnabled {
 pub struct KvConfig {
     pub enable: bool,
     pub max_keys_per_namespace: u64,
+    /// Namespaces in the whole store (`ButlerEdge.limits.maxNamespaces`).
+    pub max_namespaces: u64,
+    /// Keys in the whole store (`ButlerEdge.limits.maxKeys`).
+    pub max_keys: u64,
 }
 
 /// Our own settings, from the `ButlerEdge:` section.
@@ -231,6 +235,8 @@ impl Config {
                 u64::from(u32::MAX),
                 1000,
             )?,
+            max_namespaces: r.integer_or("ButlerEdge.limits.maxNamespaces", 1, 1 << 32, 10_000)?,
+            max_keys: r.integer_or("ButlerEdge.limits.maxKeys", 1, 1 << 40, 2_000_000)?,
         };
         let edge = parse_edge(&r)?;
         let (start_task, not_set_up) = start_task::parse(&r, endpoints.sense_start_task)?;

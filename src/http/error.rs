@@ -9,7 +9,7 @@ use http::{Response, StatusCode};
 use super::response::{self, ResponseBody};
 use crate::authz::Denied;
 use crate::disk::{DiskError, DiskLow};
-use crate::kv::StoreError;
+use crate::kv::{StoreError, StoreQuota};
 use crate::tasks::StartFailure;
 
 /// A failed request: the status code and a message naming what was wrong.
@@ -107,6 +107,21 @@ pub fn namespace_full(namespace: &str, key: &str, limit: u64) -> ApiError {
     )
 }
 
+/// A new key or namespace refused by a store-wide quota.
+pub fn store_full(quota: StoreQuota) -> ApiError {
+    let (limit, what, key) = match quota {
+        StoreQuota::Namespaces(n) => (n, "namespaces", "ButlerEdge.limits.maxNamespaces"),
+        StoreQuota::Keys(n) => (n, "keys", "ButlerEdge.limits.maxKeys"),
+    };
+    ApiError::new(
+        StatusCode::CONFLICT,
+        format!(
+            "The key-value store already holds its limit of {limit} {what} ({key}); nothing \
+             was stored. Delete keys or namespaces that are no longer needed, or raise the limit"
+        ),
+    )
+}
+
 /// A start request that started nothing: each reason's status, and a message saying so.
 impl From<StartFailure> for ApiError {
     fn from(failure: StartFailure) -> Self {
@@ -175,6 +190,7 @@ impl From<StartFailure> for ApiError {
                 namespace_full(&namespace, &key, limit),
                 "No task was started.",
             ),
+            StartFailure::StoreFull(quota) => with(store_full(quota), "No task was started."),
         }
     }
 }

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use redb::{Durability, ReadableTable, Table};
+use redb::{Durability, ReadableTable, ReadableTableMetadata, Table};
 use tokio::sync::{Mutex, oneshot};
 
 use super::expiry::Sweeper;
@@ -79,9 +79,30 @@ pub enum WriteOutcome {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rejected {
-    NamespaceFull { limit: u64 },
+    NamespaceFull {
+        limit: u64,
+    },
+    /// The whole store holds its limit of keys or of namespaces.
+    StoreFull(StoreQuota),
     NamespaceNotFound,
     KeyNotFound,
+}
+
+/// How much the store may hold (`Butler.keyValueStore.maxKeysPerNamespace`,
+/// `ButlerEdge.limits.maxNamespaces`, `ButlerEdge.limits.maxKeys`). Without the store-wide
+/// two, a caller could create namespaces without end, each within its own key limit.
+#[derive(Debug, Clone, Copy)]
+pub struct Quotas {
+    pub keys_per_namespace: u64,
+    pub namespaces: u64,
+    pub keys: u64,
+}
+
+/// A store-wide limit that refused a new key or namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreQuota {
+    Namespaces(u64),
+    Keys(u64),
 }
 
 /// Counters for metrics: how well group commit is working.
@@ -113,25 +134,13 @@ pub struct Handle {
     pub stats: Arc<WriterStats>,
 }
 
-pub fn spawn(
-    db: Arc<DbSlot>,
-    max_keys_per_namespace: u64,
-    sweeper: Sweeper,
-) -> Result<Handle, StoreError> {
+pub fn spawn(db: Arc<DbSlot>, quotas: Quotas, sweeper: Sweeper) -> Result<Handle, StoreError> {
     let (sender, receiver) = mpsc::channel();
     let stats = Arc::new(WriterStats::default());
     let thread_stats = stats.clone();
     let thread = std::thread::Builder::new()
         .name("kv-writer".into())
-        .spawn(move || {
-            run(
-                &db,
-                receiver,
-                max_keys_per_namespace,
-                &sweeper,
-                &thread_stats,
-            )
-        })
+        .spawn(move || run(&db, receiver, quotas, &sweeper, &thread_stats))
         .map_err(|e| StoreError::Db(format!("cannot start the writer thread: {e}")))?;
     Ok(Handle {
         sender: std::sync::Mutex::new(Some(sender)),
@@ -179,7 +188,7 @@ impl Handle {
 fn run(
     db: &Arc<DbSlot>,
     receiver: mpsc::Receiver<Message>,
-    max_keys: u64,
+    quotas: Quotas,
     sweeper: &Sweeper,
     stats: &WriterStats,
 ) {
@@ -223,7 +232,7 @@ fn run(
                 _ => None,
             })
             .min();
-        match commit_batch(db, &requests, max_keys, stats) {
+        match commit_batch(db, &requests, quotas, stats) {
             Ok(outcomes) => {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
                 stats
@@ -271,7 +280,7 @@ impl Tables<'_> {
 fn commit_batch(
     slot: &DbSlot,
     requests: &[(Vec<WriteOp>, Reply)],
-    max_keys: u64,
+    quotas: Quotas,
     stats: &WriterStats,
 ) -> Result<Vec<Vec<WriteOutcome>>, StoreError> {
     let db = slot.for_write(payload_bytes(requests))?;
@@ -295,13 +304,13 @@ fn commit_batch(
         let now = now_ms();
         purged = purge_expired(&mut t, now)?;
         for (ops, _) in requests {
-            if let Some(refused) = refused_put(&t, ops, max_keys)? {
+            if let Some(refused) = refused_put(&t, ops, quotas)? {
                 all.push(all_refused(ops.len(), refused));
                 continue;
             }
             let mut outcomes = Vec::with_capacity(ops.len());
             for op in ops {
-                let outcome = apply(&mut t, op, max_keys, now)?;
+                let outcome = apply(&mut t, op, quotas, now)?;
                 if let WriteOutcome::Purged(n) = outcome {
                     purged += n;
                 }
@@ -328,11 +337,14 @@ fn commit_batch(
 fn refused_put(
     t: &Tables,
     ops: &[WriteOp],
-    max_keys: u64,
+    quotas: Quotas,
 ) -> Result<Option<(usize, Rejected)>, StoreError> {
     if ops.len() < 2 {
         return Ok(None);
     }
+    let stored_keys = t.kv.len().map_err(db_err)?;
+    let stored_namespaces = t.namespaces.len().map_err(db_err)?;
+    let (mut added_keys, mut added_namespaces) = (0u64, 0u64);
     let mut new_keys: HashMap<&str, HashSet<&str>> = HashMap::new();
     for (index, op) in ops.iter().enumerate() {
         let WriteOp::Put { namespace, key, .. } = op else {
@@ -353,10 +365,40 @@ fn refused_put(
             .namespaces
             .get(namespace.as_str())
             .map_err(db_err)?
-            .map_or(0, |g| g.value());
-        if stored + pending.len() as u64 > max_keys {
-            return Ok(Some((index, Rejected::NamespaceFull { limit: max_keys })));
+            .map(|g| g.value());
+        if stored.is_none() && pending.len() == 1 {
+            added_namespaces += 1;
         }
+        added_keys += 1;
+        let limit = quotas.keys_per_namespace;
+        if stored.unwrap_or(0) + pending.len() as u64 > limit {
+            return Ok(Some((index, Rejected::NamespaceFull { limit })));
+        }
+        if stored_namespaces + added_namespaces > quotas.namespaces {
+            let quota = StoreQuota::Namespaces(quotas.namespaces);
+            return Ok(Some((index, Rejected::StoreFull(quota))));
+        }
+        if stored_keys + added_keys > quotas.keys {
+            return Ok(Some((
+                index,
+                Rejected::StoreFull(StoreQuota::Keys(quotas.keys)),
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// The store-wide limit a new key (in a new namespace when `new_namespace`) would pass.
+fn store_quota_reached(
+    t: &Tables,
+    new_namespace: bool,
+    quotas: Quotas,
+) -> Result<Option<StoreQuota>, StoreError> {
+    if new_namespace && t.namespaces.len().map_err(db_err)? >= quotas.namespaces {
+        return Ok(Some(StoreQuota::Namespaces(quotas.namespaces)));
+    }
+    if t.kv.len().map_err(db_err)? >= quotas.keys {
+        return Ok(Some(StoreQuota::Keys(quotas.keys)));
     }
     Ok(None)
 }
@@ -406,7 +448,7 @@ fn ops_bytes(ops: &[WriteOp]) -> u64 {
 fn apply(
     t: &mut Tables,
     op: &WriteOp,
-    max_keys: u64,
+    quotas: Quotas,
     now: u64,
 ) -> Result<WriteOutcome, StoreError> {
     match op {
@@ -415,7 +457,7 @@ fn apply(
             key,
             value,
             expires_at,
-        } => put(t, namespace, key, value, *expires_at, max_keys, now),
+        } => put(t, namespace, key, value, *expires_at, quotas, now),
         WriteOp::DeleteKey { namespace, key } => delete_key(t, namespace, key, now),
         WriteOp::DeleteNamespace { namespace } => delete_namespace(t, namespace),
         WriteOp::PurgeExpired { now } => Ok(WriteOutcome::Purged(purge_expired(t, *now)?)),
@@ -430,7 +472,7 @@ fn put(
     key: &str,
     value: &str,
     expires_at: u64,
-    max_keys: u64,
+    quotas: Quotas,
     now: u64,
 ) -> Result<WriteOutcome, StoreError> {
     let existing =
@@ -461,10 +503,13 @@ fn put(
         }
         None => {
             let new_namespace = count.is_none();
+            if let Some(quota) = store_quota_reached(t, new_namespace, quotas)? {
+                return Ok(WriteOutcome::Rejected(Rejected::StoreFull(quota)));
+            }
             let count = count.unwrap_or(0);
-            if count >= max_keys {
+            if count >= quotas.keys_per_namespace {
                 return Ok(WriteOutcome::Rejected(Rejected::NamespaceFull {
-                    limit: max_keys,
+                    limit: quotas.keys_per_namespace,
                 }));
             }
             if new_namespace {

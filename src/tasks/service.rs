@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use super::{KeyValueItem, StartError, StartReport, StartRequest, StartTaskPolicy, Starter};
 use crate::disk::{DiskError, DiskGuard};
 use crate::kv::idempotency::{Answer, IdempotencyStore};
-use crate::kv::{Rejected, Store, StoreError, WriteOp, WriteOutcome, deadline_for, now_ms};
+use crate::kv::{
+    Rejected, Store, StoreError, StoreQuota, WriteOp, WriteOutcome, deadline_for, now_ms,
+};
 use crate::qrs::QrsError;
 
 /// What the start-task endpoint runs on. Built once at start-up.
@@ -85,6 +87,8 @@ pub enum StartFailure {
         key: String,
         limit: u64,
     },
+    /// The store holds its limit of keys or namespaces.
+    StoreFull(StoreQuota),
 }
 
 impl StartFailure {
@@ -109,6 +113,7 @@ pub enum ItemsNotStored {
         key: String,
         limit: u64,
     },
+    StoreFull(StoreQuota),
 }
 
 impl StartService {
@@ -224,6 +229,9 @@ impl StartService {
                 key,
                 limit,
             },
+            StartError::KeyValue(ItemsNotStored::StoreFull(quota)) => {
+                StartFailure::StoreFull(quota)
+            }
         }
     }
 }
@@ -259,12 +267,18 @@ async fn store_items(
             db_file: store.path().to_path_buf(),
         })?;
     for (kv, outcome) in items.iter().zip(outcomes) {
-        if let WriteOutcome::Rejected(Rejected::NamespaceFull { limit }) = outcome {
-            return Err(ItemsNotStored::NamespaceFull {
-                namespace: kv.namespace.clone(),
-                key: kv.key.clone(),
-                limit,
-            });
+        match outcome {
+            WriteOutcome::Rejected(Rejected::NamespaceFull { limit }) => {
+                return Err(ItemsNotStored::NamespaceFull {
+                    namespace: kv.namespace.clone(),
+                    key: kv.key.clone(),
+                    limit,
+                });
+            }
+            WriteOutcome::Rejected(Rejected::StoreFull(quota)) => {
+                return Err(ItemsNotStored::StoreFull(quota));
+            }
+            _ => {}
         }
     }
     Ok(())
