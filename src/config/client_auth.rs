@@ -103,15 +103,6 @@ pub fn parse_client_auth(r: &Reader, tls: &TlsConfig) -> Result<ClientAuthConfig
     let mut clients: Vec<Arc<ClientRule>> = Vec::new();
     for (i, item) in r.list("ButlerEdge.clientAuth.clients")?.iter().enumerate() {
         let rule = parse_client(&format!("ButlerEdge.clientAuth.clients[{i}]"), item)?;
-        // Names label answers in logs and 403s, and must not be mistaken for one another.
-        if let Some(earlier) = clients.iter().position(|c| c.name == rule.name) {
-            return Err(ConfigError::Other(format!(
-                "ButlerEdge.clientAuth.clients[{i}].name: {:?} is already the name of \
-                 clients[{earlier}]; give each client its own name (an entry without `name` is \
-                 named by its commonName, dnsName or uri)",
-                rule.name
-            )));
-        }
         if let Some(earlier) = clients
             .iter()
             .find(|c| c.matcher.same_identity(&rule.matcher))
@@ -121,6 +112,15 @@ pub fn parse_client_auth(r: &Reader, tls: &TlsConfig) -> Result<ClientAuthConfig
                  each certificate identity may appear once",
                 rule.matcher.describe(),
                 earlier.name
+            )));
+        }
+        // Names label answers in logs and 403s, and must not be mistaken for one another.
+        if let Some(earlier) = clients.iter().position(|c| c.name == rule.name) {
+            return Err(ConfigError::Other(format!(
+                "ButlerEdge.clientAuth.clients[{i}].name: {:?} is already the name of \
+                 clients[{earlier}]; give each client its own name (an entry without `name` is \
+                 named by its commonName, dnsName or uri)",
+                rule.name
             )));
         }
         clients.push(Arc::new(rule));
