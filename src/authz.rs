@@ -15,6 +15,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use crate::kv::NamespaceQuota;
 use crate::tasks::StartTaskPolicy;
 
 /// Declares [`EndpointGroup`] with its config name and whether it changes anything, so that
@@ -300,6 +301,9 @@ pub struct ClientRule {
     pub start_task: Option<StartTaskPolicy>,
     /// `None`: every namespace.
     pub namespaces: Option<Vec<NamespacePattern>>,
+    /// With `namespaces`: how many namespaces its patterns may match
+    /// (`clients[].maxNamespaces`), checked by the store when one is created.
+    pub namespace_quota: Option<Arc<NamespaceQuota>>,
 }
 
 /// The client list in force.
@@ -345,6 +349,14 @@ impl Access {
             Access::Open => "-",
             Access::Client(rule) => &rule.name,
             Access::Unknown { label } => label,
+        }
+    }
+
+    /// The caller's namespace quota, when its client entry limits it to namespace patterns.
+    pub fn namespace_quota(&self) -> Option<Arc<NamespaceQuota>> {
+        match self {
+            Access::Client(rule) => rule.namespace_quota.clone(),
+            _ => None,
         }
     }
 
@@ -469,6 +481,7 @@ mod tests {
             endpoints: endpoints.iter().copied().collect(),
             start_task: None,
             namespaces: namespaces.map(|n| n.iter().map(|p| NamespacePattern::parse(p)).collect()),
+            namespace_quota: None,
         }))
     }
 
@@ -525,6 +538,7 @@ mod tests {
             endpoints: BTreeSet::new(),
             start_task: Some(own.clone()),
             namespaces: None,
+            namespace_quota: None,
         }));
         let p = access.start_task_policy(&global);
         assert!(p.allows_task_id("b"));

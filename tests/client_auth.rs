@@ -719,3 +719,56 @@ fn a_certificate_that_expired_does_not_come_back_through_session_resumption() {
     }
     s.server.wait_for_log("certificate expired", 2);
 }
+
+/// A client limited to namespace patterns has a namespace quota of its own
+/// (`clients[].maxNamespaces`): the ERP client (`Sales`, `etl-*`, at most 3 here) cannot
+/// fill the store with `etl-1`, `etl-2`, … (20,000 used to be created in 4 s); through
+/// key-value posts and start-request items alike, a new namespace beyond is a 409 naming
+/// the client and the key; its existing namespaces still take new keys.
+#[test]
+fn a_client_limited_to_namespace_patterns_has_a_namespace_quota() {
+    let s = setup();
+    let limited = s
+        .config_template
+        .replace("{port}", &s.server.port.to_string())
+        .replace("{dir}", &s.server.config_dir().display().to_string())
+        .replace(
+            "        kvNamespaces: [Sales, etl-*]\n",
+            "        kvNamespaces: [Sales, etl-*]\n        maxNamespaces: 3\n",
+        );
+    std::fs::write(s.server.config_dir().join("config.yaml"), limited).unwrap();
+    s.server.hangup();
+    s.server.wait_for_log("reloaded certificates", 1);
+    let pair = json!({"key": "k", "value": "v"});
+    for ns in ["Sales", "etl-1", "etl-2"] {
+        let (status, body) = s.call(
+            &s.erp,
+            "POST",
+            &format!("/v4/keyvalues/{ns}"),
+            Some(pair.clone()),
+        );
+        assert_eq!(status, 201, "{ns}: {body}");
+    }
+    let (status, body) = s.call(&s.erp, "POST", "/v4/keyvalues/etl-3", Some(pair.clone()));
+    assert_eq!(status, 409, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("ERP upstream") && message.contains("clients[1].maxNamespaces"),
+        "{message}"
+    );
+    let item = json!([{"type": "keyvaluestore", "payload": {"namespace": "etl-4", "key": "k", "value": "v"}},
+                      {"type": "starttaskid", "payload": {"taskId": A}}]);
+    let (status, body) = s.call(&s.erp, "PUT", "/v4/reloadtask/-/start", Some(item));
+    assert_eq!(status, 409, "{body}");
+    assert!(s.qrs.start_calls().is_empty(), "a task was started");
+    // Existing namespaces keep working; another client is not limited by ERP's quota.
+    let (status, _) = s.call(
+        &s.erp,
+        "POST",
+        "/v4/keyvalues/etl-1",
+        Some(json!({"key": "k2", "value": "v"})),
+    );
+    assert_eq!(status, 201);
+    let (status, _) = s.call(&s.ops, "POST", "/v4/keyvalues/etl-9", Some(pair));
+    assert_eq!(status, 201);
+}

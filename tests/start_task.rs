@@ -1618,10 +1618,10 @@ fn tag_lookups(qrs: &FakeQrs) -> usize {
 fn one_caller_cannot_flood_qrs_or_delay_another_callers_start() {
     let s = setup();
     let port = s.server.port;
-    let path = format!("/v4/reloadtask/-/start");
+    let path = "/v4/reloadtask/-/start";
     let (status, body) = put(
         &s.server,
-        &path,
+        path,
         serde_json::from_str(&tag_items((0..5000).map(|_| "nightly".to_string()))).unwrap(),
     );
     assert_butler_error(status, &body, 400, "ButlerEdge.qrs.maxItemsPerRequest");
@@ -1634,7 +1634,7 @@ fn one_caller_cannot_flood_qrs_or_delay_another_callers_start() {
     let repeated = (0..100).map(|i| if i % 2 == 0 { "nightly" } else { "NIGHTLY" }.to_string());
     let (status, body) = put(
         &s.server,
-        &path,
+        path,
         serde_json::from_str(&tag_items(repeated)).unwrap(),
     );
     assert_eq!(status, 200, "{body}");

@@ -131,7 +131,7 @@ async fn dispatch(
             }
             let body = read_to_bytes(body, limits, &state.body_budget).await?;
             browser::require_json(&parts.headers, &body)?;
-            api::kv::post(store()?, limits, namespace, &body).await?
+            api::kv::post(store()?, limits, namespace, &body, access.namespace_quota()).await?
         }
         Route::KvDeleteNamespace { namespace } => {
             api::kv::delete_namespace(store()?, namespace).await?

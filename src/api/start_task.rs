@@ -85,6 +85,7 @@ pub async fn start(
             .as_ref()
             .filter(|_| state.config.features.kv_served()),
         disk_guard: state.disk_guard.as_deref(),
+        within: access.namespace_quota(),
     };
     let started = service
         .start(&request, policy, idempotency.as_ref(), items)

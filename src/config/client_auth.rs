@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::{ConfigError, Reader};
 use crate::authz::{ClientRule, EndpointGroup, IdentityMatch, NamespacePattern, Policy};
+use crate::kv::NamespaceQuota;
 use crate::tasks::StartTaskPolicy;
 
 /// `Butler.restServerConfig.tls`.
@@ -152,6 +153,10 @@ pub fn parse_client_auth(r: &Reader, tls: &TlsConfig) -> Result<ClientAuthConfig
     })
 }
 
+/// Namespaces a client limited to `kvNamespaces` patterns may have unless its entry says
+/// otherwise (`maxNamespaces`).
+const DEFAULT_CLIENT_NAMESPACES: u64 = 100;
+
 const CLIENT_KEYS: &[&str] = &[
     "name",
     "commonName",
@@ -160,6 +165,7 @@ const CLIENT_KEYS: &[&str] = &[
     "endpoints",
     "startTask",
     "kvNamespaces",
+    "maxNamespaces",
 ];
 
 fn text(path: &str, value: &Value) -> Result<String, ConfigError> {
@@ -213,12 +219,40 @@ fn parse_client(at: &str, item: &Value) -> Result<ClientRule, ConfigError> {
                 .collect(),
         ),
     };
+    let max_namespaces = match field("maxNamespaces") {
+        None => DEFAULT_CLIENT_NAMESPACES,
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n >= 1) => n.as_u64().unwrap_or(1),
+        Some(other) => {
+            return Err(ConfigError::invalid(
+                &format!("{at}.maxNamespaces"),
+                "a whole number of at least 1",
+                other,
+            ));
+        }
+    };
+    let namespace_quota = namespaces.as_ref().map(|patterns: &Vec<NamespacePattern>| {
+        let (mut exact, mut prefixes) = (Vec::new(), Vec::new());
+        for pattern in patterns {
+            match pattern {
+                NamespacePattern::Exact(name) => exact.push(name.clone()),
+                NamespacePattern::Prefix(prefix) => prefixes.push(prefix.clone()),
+            }
+        }
+        Arc::new(NamespaceQuota {
+            exact,
+            prefixes,
+            max: max_namespaces,
+            client: format!("{at} ({name:?})"),
+            config_key: format!("{at}.maxNamespaces"),
+        })
+    });
     Ok(ClientRule {
         name,
         matcher,
         endpoints,
         start_task,
         namespaces,
+        namespace_quota,
     })
 }
 

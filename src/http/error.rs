@@ -9,7 +9,7 @@ use http::{Response, StatusCode};
 use super::response::{self, ResponseBody};
 use crate::authz::Denied;
 use crate::disk::{DiskError, DiskLow};
-use crate::kv::{StoreError, StoreQuota};
+use crate::kv::{NamespaceQuota, StoreError, StoreQuota};
 use crate::tasks::StartFailure;
 
 /// A failed request: the status code and a message naming what was wrong.
@@ -122,6 +122,18 @@ pub fn store_full(quota: StoreQuota) -> ApiError {
     )
 }
 
+/// A new namespace refused by the writing client's own namespace quota.
+pub fn client_namespaces_full(quota: &NamespaceQuota) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        format!(
+            "Client {} already has its limit of {} namespaces ({}); no new namespace was \
+             created. Delete namespaces it no longer needs, or raise the limit",
+            quota.client, quota.max, quota.config_key
+        ),
+    )
+}
+
 /// A start request that started nothing: each reason's status, and a message saying so.
 impl From<StartFailure> for ApiError {
     fn from(failure: StartFailure) -> Self {
@@ -191,6 +203,9 @@ impl From<StartFailure> for ApiError {
                 "No task was started.",
             ),
             StartFailure::StoreFull(quota) => with(store_full(quota), "No task was started."),
+            StartFailure::ClientNamespacesFull(quota) => {
+                with(client_namespaces_full(&quota), "No task was started.")
+            }
         }
     }
 }

@@ -26,7 +26,9 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use slot::DbSlot;
 
 use schema::{EXPIRY, KEY_ORDER, KV, NAMESPACE_ORDER, NAMESPACES};
-pub use writer::{Quotas, Rejected, StoreQuota, WriteOp, WriteOutcome, WriterStats};
+pub use writer::{
+    NamespaceQuota, Quotas, Rejected, StoreQuota, WriteOp, WriteOutcome, WriterStats,
+};
 
 /// redb's page cache. Its default (1 GiB) lets the process grow with the database
 /// (about 200 MiB resident at a million keys); an appliance wants a bound. 32 MiB

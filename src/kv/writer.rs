@@ -48,6 +48,9 @@ pub enum WriteOp {
         key: String,
         value: String,
         expires_at: u64,
+        /// The writing client's namespace quota, when it has one: a new namespace is
+        /// refused once the client's patterns match `max` namespaces.
+        within: Option<Arc<NamespaceQuota>>,
     },
     DeleteKey {
         namespace: String,
@@ -84,6 +87,8 @@ pub enum Rejected {
     },
     /// The whole store holds its limit of keys or of namespaces.
     StoreFull(StoreQuota),
+    /// The writing client's namespace patterns already match its limit of namespaces.
+    ClientNamespacesFull(Arc<NamespaceQuota>),
     NamespaceNotFound,
     KeyNotFound,
 }
@@ -96,6 +101,18 @@ pub struct Quotas {
     pub keys_per_namespace: u64,
     pub namespaces: u64,
     pub keys: u64,
+}
+
+/// How many namespaces a client restricted to namespace patterns may have: those its
+/// patterns match (`exact` names and `prefixes`) count, whoever created them.
+#[derive(Debug, PartialEq, Eq)]
+pub struct NamespaceQuota {
+    pub exact: Vec<String>,
+    pub prefixes: Vec<String>,
+    pub max: u64,
+    /// The client and config key, for the message (`clients[1] "ERP"`).
+    pub client: String,
+    pub config_key: String,
 }
 
 /// A store-wide limit that refused a new key or namespace.
@@ -368,6 +385,14 @@ fn refused_put(
             .map(|g| g.value());
         if stored.is_none() && pending.len() == 1 {
             added_namespaces += 1;
+            if let WriteOp::Put {
+                within: Some(quota),
+                ..
+            } = op
+                && matching_namespaces(t, quota)? + added_namespaces > quota.max
+            {
+                return Ok(Some((index, Rejected::ClientNamespacesFull(quota.clone()))));
+            }
         }
         added_keys += 1;
         let limit = quotas.keys_per_namespace;
@@ -386,6 +411,28 @@ fn refused_put(
         }
     }
     Ok(None)
+}
+
+/// How many stored namespaces `quota`'s patterns match, counted up to its `max` (a range
+/// scan per prefix, stopped there).
+fn matching_namespaces(t: &Tables, quota: &NamespaceQuota) -> Result<u64, StoreError> {
+    let mut count = 0u64;
+    for prefix in &quota.prefixes {
+        for entry in t.namespaces.range(prefix.as_str()..).map_err(db_err)? {
+            let (name, _) = entry.map_err(db_err)?;
+            if !name.value().starts_with(prefix.as_str()) || count >= quota.max {
+                break;
+            }
+            count += 1;
+        }
+    }
+    for name in &quota.exact {
+        let under_a_prefix = quota.prefixes.iter().any(|p| name.starts_with(p.as_str()));
+        if !under_a_prefix && t.namespaces.get(name.as_str()).map_err(db_err)?.is_some() {
+            count += 1;
+        }
+    }
+    Ok(count)
 }
 
 /// The store-wide limit a new key (in a new namespace when `new_namespace`) would pass.
@@ -457,11 +504,25 @@ fn apply(
             key,
             value,
             expires_at,
-        } => put(t, namespace, key, value, *expires_at, quotas, now),
+            within,
+        } => {
+            let limits = NewKeyLimits {
+                quotas,
+                within: within.as_ref(),
+            };
+            put(t, namespace, key, value, *expires_at, limits, now)
+        }
         WriteOp::DeleteKey { namespace, key } => delete_key(t, namespace, key, now),
         WriteOp::DeleteNamespace { namespace } => delete_namespace(t, namespace),
         WriteOp::PurgeExpired { now } => Ok(WriteOutcome::Purged(purge_expired(t, *now)?)),
     }
+}
+
+/// What a new key must fit in: the store's quotas and the writing client's, if any.
+#[derive(Clone, Copy)]
+struct NewKeyLimits<'a> {
+    quotas: Quotas,
+    within: Option<&'a Arc<NamespaceQuota>>,
 }
 
 /// Creates or overwrites a pair: a new key counts against the namespace's limit and goes to
@@ -472,9 +533,10 @@ fn put(
     key: &str,
     value: &str,
     expires_at: u64,
-    quotas: Quotas,
+    limits: NewKeyLimits<'_>,
     now: u64,
 ) -> Result<WriteOutcome, StoreError> {
+    let NewKeyLimits { quotas, within } = limits;
     let existing =
         t.kv.get((namespace, key))
             .map_err(db_err)?
@@ -505,6 +567,13 @@ fn put(
             let new_namespace = count.is_none();
             if let Some(quota) = store_quota_reached(t, new_namespace, quotas)? {
                 return Ok(WriteOutcome::Rejected(Rejected::StoreFull(quota)));
+            }
+            if let Some(quota) = within.filter(|_| new_namespace)
+                && matching_namespaces(t, quota)? >= quota.max
+            {
+                return Ok(WriteOutcome::Rejected(Rejected::ClientNamespacesFull(
+                    quota.clone(),
+                )));
             }
             let count = count.unwrap_or(0);
             if count >= quotas.keys_per_namespace {
