@@ -3,8 +3,9 @@
 //!
 //! redb never leaves a torn commit behind, but an appliance whose disk fills up should say
 //! so clearly and keep serving reads. Below `ButlerEdge.minFreeDiskBytes` of space available
-//! to the service, writes that add data get 507 Insufficient Storage naming the directory,
-//! the space left and the threshold; reads and deletes keep working.
+//! to the service, writes that add data are refused with [`DiskLow`], which names the
+//! directory, the space left and the threshold (callers see it as 507 Insufficient Storage:
+//! the HTTP edge, `http::error`, maps it); reads and deletes keep working.
 //!
 //! Deletes stay allowed on purpose: they are what an admin reaches for, and the headroom the
 //! guard keeps is what lets their (copy-on-write) commits through. They do not lift the
@@ -14,7 +15,7 @@
 //!
 //! The guard is a threshold checked before a write, so another process can still fill the
 //! disk between the check and the commit. That case is the store's ([`crate::kv`]): the
-//! commit fails with ENOSPC, the caller gets a 507 too, and nothing acknowledged is lost.
+//! commit fails with ENOSPC (`StoreError::NoSpace`, a 507 too), and nothing acknowledged is lost.
 //!
 //! The directory is opened once at start-up and measured with `fstatvfs` on that handle, so
 //! the check keeps working after privileges are dropped and costs one system call.

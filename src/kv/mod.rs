@@ -25,7 +25,7 @@ use std::sync::Arc;
 use redb::{Database, ReadableDatabase, ReadableTable};
 use slot::DbSlot;
 
-use schema::{EXPIRY, KEY_ORDER, KV, NAMESPACE_ORDER, NAMESPACES};
+use schema::{EXPIRY, KV, NAMESPACES};
 pub use writer::{
     NamespaceQuota, Quotas, Rejected, StoreQuota, WriteOp, WriteOutcome, WriterStats,
 };
@@ -66,7 +66,7 @@ pub enum StoreError {
         source: std::io::Error,
     },
     /// The file system holding the database is full (ENOSPC or a quota): nothing in the
-    /// write was stored. The HTTP layer answers 507 naming the data directory.
+    /// write was stored; the caller should free space where the database lives.
     #[error("no space left on the device holding the key-value database ({detail})")]
     NoSpace { detail: String },
     /// redb latched an I/O failure and the database is being (or could not be) reopened;
@@ -111,8 +111,8 @@ fn is_no_space(io: &std::io::Error) -> bool {
     ) || io.kind() == std::io::ErrorKind::StorageFull
 }
 
-/// Classifies a redb error by what it means for the caller: a full disk (507), a
-/// database that must be reopened (503), another I/O error, or anything else.
+/// Classifies a redb error by what it means for the caller: a full disk, a database that
+/// must be reopened (a retry will do), another I/O error, or anything else.
 fn db_err(e: impl Into<redb::Error>) -> StoreError {
     match e.into() {
         redb::Error::Io(io) if is_no_space(&io) => StoreError::NoSpace {
@@ -168,38 +168,8 @@ fn open_error(path: &Path, source: redb::DatabaseError) -> StoreError {
     }
 }
 
-/// The sequence number of the entry `compare` finds (it says how an order-table key
-/// compares with the one wanted), advancing `seqs`, an iterator over the order table in
-/// the same key order as the data table being walked. Walking both side by side costs one
-/// pass, not a lookup per entry. An entry without a sequence number (written by a version
-/// that kept none, after the migration) sorts last.
-fn seq_of<K: redb::Key + 'static>(
-    seqs: &mut std::iter::Peekable<redb::Range<'_, K, u64>>,
-    compare: impl for<'x> Fn(K::SelfType<'x>) -> std::cmp::Ordering,
-) -> Result<u64, StoreError> {
-    use std::cmp::Ordering;
-    while let Some(entry) = seqs.peek() {
-        let ordering = match entry {
-            Ok((k, _)) => compare(k.value()),
-            Err(_) => Ordering::Less,
-        };
-        match ordering {
-            Ordering::Less => {
-                // An order entry with no data entry (or a read error, reported here).
-                seqs.next().transpose().map_err(db_err)?;
-            }
-            Ordering::Equal => {
-                let (_, seq) = seqs.next().transpose().map_err(db_err)?.expect("peeked");
-                return Ok(seq.value());
-            }
-            Ordering::Greater => break,
-        }
-    }
-    Ok(u64::MAX)
-}
-
-/// The names in sequence order; names with equal sequence numbers (none, in practice) in
-/// name order, as they were collected.
+/// The names in the order of their sequence numbers (see [`schema`]); equal ones (none, in
+/// practice) stay in name order, the order they were collected in.
 fn in_seq_order(mut entries: Vec<(u64, String)>) -> Vec<String> {
     entries.sort_by_key(|(seq, _)| *seq);
     entries.into_iter().map(|(_, name)| name).collect()
@@ -228,9 +198,9 @@ impl Store {
         })?;
         let path = data_dir.join(DB_FILE);
         let db = slot::open_database(&path)?;
-        schema::create_tables(&db).map_err(|e| StoreError::Schema {
+        schema::create_tables(&db).map_err(|message| StoreError::Schema {
             path: path.clone(),
-            message: e.to_string(),
+            message,
         })?;
         let db = DbSlot::new(path.clone(), db);
         let sweeper = expiry::Sweeper::new();
@@ -293,13 +263,11 @@ impl Store {
     pub fn namespaces(&self) -> Result<Vec<String>, StoreError> {
         let txn = self.inner.db.get()?.begin_read().map_err(db_err)?;
         let table = txn.open_table(NAMESPACES).map_err(db_err)?;
-        let order = txn.open_table(NAMESPACE_ORDER).map_err(db_err)?;
-        let mut seqs = order.iter().map_err(db_err)?.peekable();
         let mut out = Vec::new();
         for entry in table.iter().map_err(db_err)? {
-            let (name, _) = entry.map_err(db_err)?;
-            let name = name.value();
-            out.push((seq_of(&mut seqs, |n: &str| n.cmp(name))?, name.to_string()));
+            let (name, row) = entry.map_err(db_err)?;
+            let (_, seq, _) = row.value();
+            out.push((seq, name.value().to_string()));
         }
         Ok(in_seq_order(out))
     }
@@ -317,7 +285,7 @@ impl Store {
         let Some(guard) = table.get((namespace, key)).map_err(db_err)? else {
             return Ok(None);
         };
-        let (expires_at, value) = guard.value();
+        let (expires_at, _, value) = guard.value();
         Ok(is_live(expires_at, now_ms()).then(|| value.to_string()))
     }
 
@@ -330,8 +298,6 @@ impl Store {
             return Ok(None);
         }
         let table = txn.open_table(KV).map_err(db_err)?;
-        let order = txn.open_table(KEY_ORDER).map_err(db_err)?;
-        let mut seqs = order.range((namespace, "")..).map_err(db_err)?.peekable();
         let now = now_ms();
         let mut keys = Vec::new();
         for entry in table.range((namespace, "")..).map_err(db_err)? {
@@ -340,8 +306,8 @@ impl Store {
             if ns != namespace {
                 break;
             }
-            if is_live(v.value().0, now) {
-                let seq = seq_of(&mut seqs, |(n, k): (&str, &str)| n.cmp(ns).then(k.cmp(key)))?;
+            let (expires_at, seq, _) = v.value();
+            if is_live(expires_at, now) {
                 keys.push((seq, key.to_string()));
             }
         }

@@ -2,81 +2,206 @@
 //!
 //! Butler lists namespaces in creation order and a namespace's keys in insertion order (an
 //! overwrite keeps a key's place; a deleted and re-created key or namespace goes to the
-//! end), and scripts read "the first key" of a list. The data tables are ordered by name,
-//! so the order lives beside them: a sequence number per namespace and per key, taken from
-//! one counter ([`NEXT_SEQ`]) in the same transaction as the write, so it is as durable as
-//! the data. Listing sorts a namespace's keys by it (at most `maxKeysPerNamespace` of
-//! them); reads of one key never touch it.
+//! end), and scripts read "the first key" of a list. The tables are ordered by name, so
+//! each row carries a sequence number taken when it was created, and a listing sorts by it
+//! (at most `maxKeysPerNamespace` keys). The numbers live in the rows a write touches
+//! anyway, so keeping the order costs a write nothing extra: a key's number is in its
+//! [`KV`] row, and the next one to hand out is in its namespace's [`NAMESPACES`] row, which
+//! a new key rewrites for its count regardless. Only creating a namespace reads and writes
+//! the store-wide counter in [`COUNTERS`]. Everything is committed in the write's own
+//! transaction, so the order is exactly as durable as the data.
 
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 
-/// (namespace, key) → (expires_at ms since epoch, 0 = never; value).
-pub const KV: TableDefinition<(&str, &str), (u64, &str)> = TableDefinition::new("kv");
+/// (namespace, key) → (expires_at ms since epoch, 0 = never; the key's sequence number in
+/// its namespace; value).
+pub const KV: TableDefinition<(&str, &str), (u64, u64, &str)> = TableDefinition::new("kv_v2");
 
-/// namespace → number of keys stored in it (expired ones count until swept).
-/// A namespace stays listed with a count of zero until it is deleted.
-pub const NAMESPACES: TableDefinition<&str, u64> = TableDefinition::new("namespaces");
+/// namespace → [`NamespaceRow`]. A namespace stays listed with a count of zero until it is
+/// deleted.
+pub const NAMESPACES: TableDefinition<&str, NamespaceRow> = TableDefinition::new("namespaces_v2");
+
+/// (number of keys stored, expired ones counting until swept; the namespace's sequence
+/// number; the sequence number its next new key gets).
+pub type NamespaceRow = (u64, u64, u64);
 
 /// (expires_at, namespace, key) → (): the expiry index, ordered by deadline, so the
 /// sweeper finds what is due without scanning the store.
 pub const EXPIRY: TableDefinition<(u64, &str, &str), ()> = TableDefinition::new("expiry");
 
-/// namespace → sequence number taken when it was created: the listing order.
-pub const NAMESPACE_ORDER: TableDefinition<&str, u64> = TableDefinition::new("namespace_order");
+/// Store-wide counters, by name. Opened only by the writes that need one.
+pub const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 
-/// (namespace, key) → sequence number taken when the key was created: the listing order.
-/// Same key order as [`KV`], so a listing walks both side by side.
-pub const KEY_ORDER: TableDefinition<(&str, &str), u64> = TableDefinition::new("key_order");
+/// In [`COUNTERS`]: the sequence number the next new namespace gets (1 when absent).
+pub const NEXT_NAMESPACE_SEQ: &str = "next_namespace_seq";
 
-/// Store-wide counters, by name.
-pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The layouts of earlier versions, read once by [`create_tables`] and then deleted.
+/// Before listing order was kept only `kv`, `namespaces` and `expiry` existed, and entries
+/// were listed in name order; then `namespace_order`, `key_order` and `meta` held one
+/// store-wide sequence beside the data, which cost every new key an extra table and B-tree
+/// insert. `expiry` is unchanged and stays.
+mod earlier {
+    use redb::TableDefinition;
 
-/// In [`META`]: the next sequence number to hand out.
-pub const NEXT_SEQ: &str = "next_seq";
+    pub const KV: TableDefinition<(&str, &str), (u64, &str)> = TableDefinition::new("kv");
+    pub const NAMESPACES: TableDefinition<&str, u64> = TableDefinition::new("namespaces");
+    pub const NAMESPACE_ORDER: TableDefinition<&str, u64> = TableDefinition::new("namespace_order");
+    pub const KEY_ORDER: TableDefinition<(&str, &str), u64> = TableDefinition::new("key_order");
+    pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+    /// In `META`: the next sequence number that layout would have handed out.
+    pub const NEXT_SEQ: &str = "next_seq";
 
-/// In [`META`]: the version of the order tables; absent in a database written before they
-/// existed (which is then migrated, see [`create_tables`]).
-const ORDER_VERSION: &str = "order_version";
+    pub const TABLES: [&str; 5] = ["kv", "namespaces", "namespace_order", "key_order", "meta"];
+}
 
-/// Creates the tables on first open, so read transactions always find them, and gives a
-/// database written before listing order was kept its order: existing namespaces and keys
-/// are numbered in name order, the order they were listed in until then, and everything
-/// created later goes after them. One transaction: a crash during it leaves the database
-/// as it was, and the next start migrates again.
-pub fn create_tables(db: &Database) -> Result<(), redb::Error> {
-    let txn = db.begin_write()?;
+/// Creates the tables on first open, so read transactions always find them, and moves a
+/// database in an earlier layout into this one (see [`earlier`]): namespaces and keys keep
+/// the order they were listed in (name order for the oldest layout), everything created
+/// later goes after them, and the old tables are deleted. One transaction: a crash during
+/// it leaves the database as it was, and the next start migrates again.
+///
+/// Refuses, changing nothing, a database holding entries in both layouts: an older version
+/// wrote to it after this one had migrated it, and neither set of entries may be dropped.
+pub fn create_tables(db: &Database) -> Result<(), String> {
+    let txn = db.begin_write().map_err(to_text)?;
+    let old_tables: Vec<String> = txn
+        .list_tables()
+        .map_err(to_text)?
+        .map(|table| table.name().to_string())
+        .filter(|name| earlier::TABLES.contains(&name.as_str()))
+        .collect();
+    let mut migrated = None;
     {
-        let kv = txn.open_table(KV)?;
-        let namespaces = txn.open_table(NAMESPACES)?;
-        txn.open_table(EXPIRY)?;
-        let mut namespace_order = txn.open_table(NAMESPACE_ORDER)?;
-        let mut key_order = txn.open_table(KEY_ORDER)?;
-        let mut meta = txn.open_table(META)?;
-        if meta.get(ORDER_VERSION)?.is_none() {
-            let mut seq = 1u64;
-            let mut migrated = 0u64;
-            for entry in namespaces.iter()? {
-                let (name, _) = entry?;
-                namespace_order.insert(name.value(), seq)?;
-                seq += 1;
+        let mut kv = txn.open_table(KV).map_err(to_text)?;
+        let mut namespaces = txn.open_table(NAMESPACES).map_err(to_text)?;
+        txn.open_table(EXPIRY).map_err(to_text)?;
+        if !old_tables.is_empty() {
+            let old_entries = {
+                let old_kv = txn.open_table(earlier::KV).map_err(to_text)?;
+                let old_namespaces = txn.open_table(earlier::NAMESPACES).map_err(to_text)?;
+                old_kv.len().map_err(to_text)? + old_namespaces.len().map_err(to_text)?
+            };
+            let new_entries = kv.len().map_err(to_text)? + namespaces.len().map_err(to_text)?;
+            if old_entries > 0 && new_entries > 0 {
+                return Err(format!(
+                    "it holds entries in two layouts: {old_entries} in tables `kv` and \
+                     `namespaces`, written by an older butler-edge after this version had \
+                     migrated the file, and {new_entries} in the current tables. Nothing was \
+                     changed. Run the older version to read out what it wrote, or move the file \
+                     aside"
+                ));
             }
-            for entry in kv.iter()? {
-                let (k, _) = entry?;
-                key_order.insert(k.value(), seq)?;
-                seq += 1;
-                migrated += 1;
+            // Old tables without entries (an older version opened the file and wrote
+            // nothing) are only deleted.
+            if old_entries > 0 {
+                let had_order = old_tables.iter().any(|t| t == earlier::KEY_ORDER.name());
+                let mut counters = txn.open_table(COUNTERS).map_err(to_text)?;
+                let (ns, keys) =
+                    migrate(&txn, &mut kv, &mut namespaces, &mut counters).map_err(to_text)?;
+                migrated = Some((had_order, ns, keys));
             }
-            if migrated > 0 {
-                tracing::info!(
-                    keys = migrated,
-                    "key-value database from an earlier version: existing namespaces and keys \
-                     keep their name order, new ones are listed after them"
-                );
-            }
-            meta.insert(NEXT_SEQ, seq)?;
-            meta.insert(ORDER_VERSION, 1)?;
         }
     }
-    txn.commit()?;
+    if !old_tables.is_empty() {
+        // All of them: the migration created the order tables the oldest layout lacked.
+        txn.delete_table(earlier::KV).map_err(to_text)?;
+        txn.delete_table(earlier::NAMESPACES).map_err(to_text)?;
+        txn.delete_table(earlier::NAMESPACE_ORDER)
+            .map_err(to_text)?;
+        txn.delete_table(earlier::KEY_ORDER).map_err(to_text)?;
+        txn.delete_table(earlier::META).map_err(to_text)?;
+    }
+    txn.commit().map_err(to_text)?;
+    match migrated {
+        Some((true, namespaces, keys)) => tracing::info!(
+            namespaces,
+            keys,
+            "key-value database from an earlier version migrated to the current tables; \
+             namespaces and keys keep their listing order"
+        ),
+        Some((false, namespaces, keys)) => tracing::info!(
+            namespaces,
+            keys,
+            "key-value database from an earlier version (listed in name order) migrated to the \
+             current tables: existing namespaces and keys keep their name order, new ones are \
+             listed after them"
+        ),
+        None => {}
+    }
+    Ok(())
+}
+
+fn to_text(e: impl Into<redb::Error>) -> String {
+    e.into().to_string()
+}
+
+/// Copies the earlier layout's namespaces and keys into the (empty) current tables and
+/// returns how many of each. Sequence numbers from the order tables are kept as they are
+/// (one store-wide sequence is also increasing within each namespace); an entry without one
+/// (all of them in the oldest layout, whose order tables this transaction just created
+/// empty) is numbered after every number that layout handed out, in name order, the order
+/// it was listed in.
+fn migrate(
+    txn: &redb::WriteTransaction,
+    kv: &mut redb::Table<(&'static str, &'static str), (u64, u64, &'static str)>,
+    namespaces: &mut redb::Table<&'static str, NamespaceRow>,
+    counters: &mut redb::Table<&'static str, u64>,
+) -> Result<(u64, u64), redb::Error> {
+    let old_kv = txn.open_table(earlier::KV)?;
+    let old_namespaces = txn.open_table(earlier::NAMESPACES)?;
+    let namespace_order = txn.open_table(earlier::NAMESPACE_ORDER)?;
+    let key_order = txn.open_table(earlier::KEY_ORDER)?;
+    let meta = txn.open_table(earlier::META)?;
+    let mut spare = meta.get(earlier::NEXT_SEQ)?.map_or(1, |g| g.value());
+    let mut numbered = |seq: Option<u64>| {
+        let seq = seq.unwrap_or(spare);
+        spare = spare.max(seq + 1);
+        seq
+    };
+    let mut namespace_count = 0;
+    for entry in old_namespaces.iter()? {
+        let (name, count) = entry?;
+        let seq = numbered(namespace_order.get(name.value())?.map(|g| g.value()));
+        // The next key number is set once the namespace's keys are copied.
+        namespaces.insert(name.value(), (count.value(), seq, 1))?;
+        namespace_count += 1;
+    }
+    let mut key_count = 0;
+    // The namespace whose keys are being copied (they are contiguous in `kv`), and the
+    // number after the highest one given to them.
+    let mut current: Option<(String, u64)> = None;
+    for entry in old_kv.iter()? {
+        let (k, v) = entry?;
+        let (namespace, key) = k.value();
+        let (expires_at, value) = v.value();
+        if current.as_ref().is_none_or(|(ns, _)| ns != namespace) {
+            if let Some((ns, next)) = current.take() {
+                set_next_key_seq(namespaces, &ns, next)?;
+            }
+            current = Some((namespace.to_string(), 1));
+        }
+        let seq = numbered(key_order.get((namespace, key))?.map(|g| g.value()));
+        if let Some((_, next)) = current.as_mut() {
+            *next = (*next).max(seq + 1);
+        }
+        kv.insert((namespace, key), (expires_at, seq, value))?;
+        key_count += 1;
+    }
+    if let Some((ns, next)) = current {
+        set_next_key_seq(namespaces, &ns, next)?;
+    }
+    counters.insert(NEXT_NAMESPACE_SEQ, spare)?;
+    Ok((namespace_count, key_count))
+}
+
+fn set_next_key_seq(
+    namespaces: &mut redb::Table<&'static str, NamespaceRow>,
+    namespace: &str,
+    next: u64,
+) -> Result<(), redb::Error> {
+    let row = namespaces.get(namespace)?.map(|g| g.value());
+    if let Some((count, seq, _)) = row {
+        namespaces.insert(namespace, (count, seq, next))?;
+    }
     Ok(())
 }

@@ -23,11 +23,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use redb::{Durability, ReadableTable, ReadableTableMetadata, Table};
+use redb::{Durability, ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 use tokio::sync::{Mutex, oneshot};
 
 use super::expiry::Sweeper;
-use super::schema::{EXPIRY, KEY_ORDER, KV, META, NAMESPACE_ORDER, NAMESPACES, NEXT_SEQ};
+use super::schema::{COUNTERS, EXPIRY, KV, NAMESPACES, NEXT_NAMESPACE_SEQ, NamespaceRow};
 use super::slot::DbSlot;
 use super::{StoreError, db_err, is_live, now_ms};
 
@@ -277,20 +277,48 @@ fn run(
 }
 
 struct Tables<'t> {
-    kv: Table<'t, (&'static str, &'static str), (u64, &'static str)>,
-    namespaces: Table<'t, &'static str, u64>,
+    txn: &'t WriteTransaction,
+    kv: Table<'t, (&'static str, &'static str), (u64, u64, &'static str)>,
+    namespaces: Table<'t, &'static str, NamespaceRow>,
     expiry: Table<'t, (u64, &'static str, &'static str), ()>,
-    namespace_order: Table<'t, &'static str, u64>,
-    key_order: Table<'t, (&'static str, &'static str), u64>,
-    /// The next listing sequence number; written back to [`META`] once per transaction.
-    next_seq: u64,
+    /// Opened by the first new namespace of the transaction (most write none), with the
+    /// next namespace sequence number, written back once at the end.
+    counters: Option<(Table<'t, &'static str, u64>, u64)>,
 }
 
 impl Tables<'_> {
-    fn take_seq(&mut self) -> u64 {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        seq
+    /// A sequence number for a namespace being created.
+    fn take_namespace_seq(&mut self) -> Result<u64, StoreError> {
+        let (_, next) = match &mut self.counters {
+            Some(counters) => counters,
+            None => {
+                let table = self.txn.open_table(COUNTERS).map_err(db_err)?;
+                let next = table
+                    .get(NEXT_NAMESPACE_SEQ)
+                    .map_err(db_err)?
+                    .map_or(1, |g| g.value());
+                self.counters.insert((table, next))
+            }
+        };
+        let seq = *next;
+        *next += 1;
+        Ok(seq)
+    }
+
+    /// Writes back what [`Self::take_namespace_seq`] handed out.
+    fn save_counters(&mut self) -> Result<(), StoreError> {
+        if let Some((table, next)) = &mut self.counters {
+            table.insert(NEXT_NAMESPACE_SEQ, *next).map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    fn namespace(&self, namespace: &str) -> Result<Option<NamespaceRow>, StoreError> {
+        Ok(self
+            .namespaces
+            .get(namespace)
+            .map_err(db_err)?
+            .map(|g| g.value()))
     }
 }
 
@@ -306,15 +334,12 @@ fn commit_batch(
     let mut all = Vec::with_capacity(requests.len());
     let mut purged;
     {
-        let mut meta = txn.open_table(META).map_err(db_err)?;
-        let first_seq = meta.get(NEXT_SEQ).map_err(db_err)?.map_or(1, |g| g.value());
         let mut t = Tables {
+            txn: &txn,
             kv: txn.open_table(KV).map_err(db_err)?,
             namespaces: txn.open_table(NAMESPACES).map_err(db_err)?,
             expiry: txn.open_table(EXPIRY).map_err(db_err)?,
-            namespace_order: txn.open_table(NAMESPACE_ORDER).map_err(db_err)?,
-            key_order: txn.open_table(KEY_ORDER).map_err(db_err)?,
-            next_seq: first_seq,
+            counters: None,
         };
         // Expired keys still count against their namespace's limit until removed;
         // removing what is due first keeps the limit check exact.
@@ -335,9 +360,7 @@ fn commit_batch(
             }
             all.push(outcomes);
         }
-        if t.next_seq != first_seq {
-            meta.insert(NEXT_SEQ, t.next_seq).map_err(db_err)?;
-        }
+        t.save_counters()?;
     }
     txn.commit().map_err(db_err)?;
     // Counted once committed: a failed commit removed nothing, and /metrics must not run
@@ -378,11 +401,8 @@ fn refused_put(
         if !pending.insert(key.as_str()) {
             continue;
         }
-        let stored = t
-            .namespaces
-            .get(namespace.as_str())
-            .map_err(db_err)?
-            .map(|g| g.value());
+        // The namespace's key count, `None` for a namespace not created yet.
+        let stored = t.namespace(namespace)?.map(|(count, _, _)| count);
         if stored.is_none() && pending.len() == 1 {
             added_namespaces += 1;
             if let WriteOp::Put {
@@ -537,34 +557,36 @@ fn put(
     now: u64,
 ) -> Result<WriteOutcome, StoreError> {
     let NewKeyLimits { quotas, within } = limits;
-    let existing =
-        t.kv.get((namespace, key))
-            .map_err(db_err)?
-            .map(|guard| guard.value().0);
-    let count = t
-        .namespaces
-        .get(namespace)
-        .map_err(db_err)?
-        .map(|g| g.value());
-    let outcome = match existing {
-        Some(old_deadline) => {
+    let existing = t.kv.get((namespace, key)).map_err(db_err)?.map(|guard| {
+        let (deadline, seq, _) = guard.value();
+        (deadline, seq)
+    });
+    let row = t.namespace(namespace)?;
+    // The key's sequence number (its place in the listing), and the namespace row
+    // to write back when it changes.
+    let (outcome, seq, new_row) = match (existing, row) {
+        (Some((old_deadline, seq)), row) => {
             if old_deadline != 0 {
                 t.expiry
                     .remove((old_deadline, namespace, key))
                     .map_err(db_err)?;
             }
-            if is_live(old_deadline, now) {
+            match row {
+                // An expired key is gone: writing it again creates it anew, last
+                // (it counted as one of the namespace's keys until now, and still does).
+                Some((count, ns_seq, next)) if !is_live(old_deadline, now) => {
+                    (WriteOutcome::Created, next, Some((count, ns_seq, next + 1)))
+                }
                 // An overwrite keeps the key's place in the listing.
-                WriteOutcome::Replaced
-            } else {
-                // An expired key is gone: writing it again creates it anew, last.
-                let seq = t.take_seq();
-                t.key_order.insert((namespace, key), seq).map_err(db_err)?;
-                WriteOutcome::Created
+                Some(_) => (WriteOutcome::Replaced, seq, None),
+                // A key without its namespace row is never written; if there were one,
+                // it is written in place as it was before the order was kept.
+                None if is_live(old_deadline, now) => (WriteOutcome::Replaced, seq, None),
+                None => (WriteOutcome::Created, seq, None),
             }
         }
-        None => {
-            let new_namespace = count.is_none();
+        (None, row) => {
+            let new_namespace = row.is_none();
             if let Some(quota) = store_quota_reached(t, new_namespace, quotas)? {
                 return Ok(WriteOutcome::Rejected(Rejected::StoreFull(quota)));
             }
@@ -575,23 +597,26 @@ fn put(
                     quota.clone(),
                 )));
             }
-            let count = count.unwrap_or(0);
+            let (count, ns_seq, next) = match row {
+                Some(row) => row,
+                None => (0, t.take_namespace_seq()?, 1),
+            };
             if count >= quotas.keys_per_namespace {
                 return Ok(WriteOutcome::Rejected(Rejected::NamespaceFull {
                     limit: quotas.keys_per_namespace,
                 }));
             }
-            if new_namespace {
-                let seq = t.take_seq();
-                t.namespace_order.insert(namespace, seq).map_err(db_err)?;
-            }
-            t.namespaces.insert(namespace, count + 1).map_err(db_err)?;
-            let seq = t.take_seq();
-            t.key_order.insert((namespace, key), seq).map_err(db_err)?;
-            WriteOutcome::Created
+            (
+                WriteOutcome::Created,
+                next,
+                Some((count + 1, ns_seq, next + 1)),
+            )
         }
     };
-    t.kv.insert((namespace, key), (expires_at, value))
+    if let Some(row) = new_row {
+        t.namespaces.insert(namespace, row).map_err(db_err)?;
+    }
+    t.kv.insert((namespace, key), (expires_at, seq, value))
         .map_err(db_err)?;
     if expires_at != 0 {
         t.expiry
@@ -608,12 +633,7 @@ fn delete_key(
     key: &str,
     now: u64,
 ) -> Result<WriteOutcome, StoreError> {
-    let Some(count) = t
-        .namespaces
-        .get(namespace)
-        .map_err(db_err)?
-        .map(|g| g.value())
-    else {
+    let Some((count, ns_seq, next)) = t.namespace(namespace)? else {
         return Ok(WriteOutcome::Rejected(Rejected::NamespaceNotFound));
     };
     let removed =
@@ -623,14 +643,13 @@ fn delete_key(
     let Some(deadline) = removed else {
         return Ok(WriteOutcome::Rejected(Rejected::KeyNotFound));
     };
-    t.key_order.remove((namespace, key)).map_err(db_err)?;
     if deadline != 0 {
         t.expiry
             .remove((deadline, namespace, key))
             .map_err(db_err)?;
     }
     t.namespaces
-        .insert(namespace, count.saturating_sub(1))
+        .insert(namespace, (count.saturating_sub(1), ns_seq, next))
         .map_err(db_err)?;
     Ok(if is_live(deadline, now) {
         WriteOutcome::Deleted
@@ -644,7 +663,6 @@ fn delete_namespace(t: &mut Tables, namespace: &str) -> Result<WriteOutcome, Sto
     if t.namespaces.remove(namespace).map_err(db_err)?.is_none() {
         return Ok(WriteOutcome::Rejected(Rejected::NamespaceNotFound));
     }
-    t.namespace_order.remove(namespace).map_err(db_err)?;
     let mut doomed: Vec<(String, u64)> = Vec::new();
     for entry in t.kv.range((namespace, "")..).map_err(db_err)? {
         let (k, v) = entry.map_err(db_err)?;
@@ -656,9 +674,6 @@ fn delete_namespace(t: &mut Tables, namespace: &str) -> Result<WriteOutcome, Sto
     }
     for (key, deadline) in doomed {
         t.kv.remove((namespace, key.as_str())).map_err(db_err)?;
-        t.key_order
-            .remove((namespace, key.as_str()))
-            .map_err(db_err)?;
         if deadline != 0 {
             t.expiry
                 .remove((deadline, namespace, key.as_str()))
@@ -700,17 +715,9 @@ fn purge_expired(t: &mut Tables, now: u64) -> Result<u64, StoreError> {
                 .map(|g| g.value().0);
         if current == Some(deadline) {
             t.kv.remove((ns.as_str(), key.as_str())).map_err(db_err)?;
-            t.key_order
-                .remove((ns.as_str(), key.as_str()))
-                .map_err(db_err)?;
-            let count = t
-                .namespaces
-                .get(ns.as_str())
-                .map_err(db_err)?
-                .map(|g| g.value());
-            if let Some(count) = count {
+            if let Some((count, ns_seq, next)) = t.namespace(&ns)? {
                 t.namespaces
-                    .insert(ns.as_str(), count.saturating_sub(1))
+                    .insert(ns.as_str(), (count.saturating_sub(1), ns_seq, next))
                     .map_err(db_err)?;
             }
             removed += 1;
