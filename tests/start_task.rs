@@ -1690,3 +1690,28 @@ fn one_caller_cannot_flood_qrs_or_delay_another_callers_start() {
         assert!(matches!(status, 200 | 504), "burst request: {status}");
     }
 }
+
+/// A task id QRS answers with goes into the start call's URL path only when it is a GUID:
+/// a repository entry whose id is `../about` (a broken or hostile QRS) is reported as
+/// failed, and no request to a path built from it is sent.
+#[test]
+fn a_task_id_from_qrs_that_is_not_a_guid_is_never_put_in_a_url() {
+    let s = setup();
+    let mut tasks = fixture();
+    tasks.push(FakeTask::new("../about", "Not a GUID").tag("odd"));
+    s.qrs.set_tasks(tasks);
+    let (status, body) = put(
+        &s.server,
+        "/v4/reloadtask/-/start",
+        json!([{"type": "starttasktag", "payload": {"tag": "odd"}}]),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["failed"][0]["taskId"], json!("../about"), "{body}");
+    let reason = body["failed"][0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("not a GUID"), "{reason}");
+    assert!(
+        s.qrs.calls().iter().all(|c| c.method != "POST"),
+        "a start was sent: {:?}",
+        s.qrs.calls().iter().map(|c| &c.path).collect::<Vec<_>>()
+    );
+}
