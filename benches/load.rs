@@ -966,6 +966,20 @@ async fn footprint(f: &Fixtures, o: &Options) {
             dir_size(data.path()) as f64 / 1048576.0
         );
     }
+    // Last, on the filled store (so the figures above are not inflated by it): the attack of
+    // issue 15, 3 plain HTTP/2 connections × 200 streams × 1 MB bodies that never end. The
+    // body budget (maxBodyBytesInFlight, 64 MiB) bounds the peak.
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+    let hold = Duration::from_secs(5);
+    let floods = (0..3).map(|_| support::raw::h2_body_flood(server.port, 200, 1_000_000, hold));
+    futures_util::future::join_all(floods).await;
+    let peak = proc_status_kib(pid, "VmHWM").map_or(f64::NAN, |k| k as f64 / 1024.0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    println!(
+        "  HTTP/2 body flood (3 connections × 200 streams × 1 MB, never ending, {} s): peak RSS {peak:.2} MiB, {:.2} MiB 2 s after",
+        hold.as_secs(),
+        rss(pid)
+    );
 }
 
 // ---------------------------------------------------------------- main

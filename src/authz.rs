@@ -15,6 +15,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use crate::kv::NamespaceQuota;
 use crate::tasks::StartTaskPolicy;
 
 /// Declares [`EndpointGroup`] with its config name and whether it changes anything, so that
@@ -190,19 +191,27 @@ impl CertIdentity {
         identity
     }
 
-    /// How the certificate is named in logs when no client entry matches it.
+    /// How the certificate is named in logs and 403 messages when no client entry matches
+    /// it; cut at [`MAX_LABEL_CHARS`], since anyone can put any name in a certificate.
     pub fn label(&self) -> String {
-        if let Some(cn) = &self.common_name {
-            format!("CN={cn}")
+        let (kind, name) = if let Some(cn) = &self.common_name {
+            ("CN", cn)
         } else if let Some(dns) = self.dns_names.first() {
-            format!("DNS={dns}")
+            ("DNS", dns)
         } else if let Some(uri) = self.uris.first() {
-            format!("URI={uri}")
+            ("URI", uri)
         } else {
-            "certificate without CN or SAN".to_string()
+            return "certificate without CN or SAN".to_string();
+        };
+        match name.char_indices().nth(MAX_LABEL_CHARS) {
+            Some((cut, _)) => format!("{kind}={}…", &name[..cut]),
+            None => format!("{kind}={name}"),
         }
     }
 }
+
+/// The most characters of a certificate's name that [`CertIdentity::label`] shows.
+pub const MAX_LABEL_CHARS: usize = 128;
 
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone)]
@@ -230,6 +239,14 @@ impl IdentityMatch {
             IdentityMatch::CommonName(cn) => id.common_name.as_deref() == Some(cn.as_str()),
             IdentityMatch::DnsName(dns) => id.dns_names.iter().any(|d| d.eq_ignore_ascii_case(dns)),
             IdentityMatch::Uri(uri) => id.uris.iter().any(|u| u == uri),
+        }
+    }
+
+    /// Whether both name the same certificate identity (DNS names compare as DNS does).
+    pub fn same_identity(&self, other: &IdentityMatch) -> bool {
+        match (self, other) {
+            (IdentityMatch::DnsName(a), IdentityMatch::DnsName(b)) => a.eq_ignore_ascii_case(b),
+            _ => self == other,
         }
     }
 
@@ -284,6 +301,9 @@ pub struct ClientRule {
     pub start_task: Option<StartTaskPolicy>,
     /// `None`: every namespace.
     pub namespaces: Option<Vec<NamespacePattern>>,
+    /// With `namespaces`: how many namespaces its patterns may match
+    /// (`clients[].maxNamespaces`), checked by the store when one is created.
+    pub namespace_quota: Option<Arc<NamespaceQuota>>,
 }
 
 /// The client list in force.
@@ -329,6 +349,29 @@ impl Access {
             Access::Open => "-",
             Access::Client(rule) => &rule.name,
             Access::Unknown { label } => label,
+        }
+    }
+
+    /// The caller's namespace quota, when its client entry limits it to namespace patterns.
+    pub fn namespace_quota(&self) -> Option<Arc<NamespaceQuota>> {
+        match self {
+            Access::Client(rule) => rule.namespace_quota.clone(),
+            _ => None,
+        }
+    }
+
+    /// Who the caller is, for what must belong to one caller (Idempotency-Key answers, its
+    /// share of the QRS calls): the certificate identity its client entry matches (unique in
+    /// the config), not the free-text name; `-` without client certificates.
+    pub fn identity(&self) -> String {
+        match self {
+            Access::Open => "-".to_string(),
+            Access::Client(rule) => match &rule.matcher {
+                IdentityMatch::DnsName(dns) => format!("dnsName={}", dns.to_ascii_lowercase()),
+                IdentityMatch::CommonName(cn) => format!("commonName={cn}"),
+                IdentityMatch::Uri(uri) => format!("uri={uri}"),
+            },
+            Access::Unknown { label } => format!("unlisted {label}"),
         }
     }
 
@@ -438,6 +481,7 @@ mod tests {
             endpoints: endpoints.iter().copied().collect(),
             start_task: None,
             namespaces: namespaces.map(|n| n.iter().map(|p| NamespacePattern::parse(p)).collect()),
+            namespace_quota: None,
         }))
     }
 
@@ -494,6 +538,7 @@ mod tests {
             endpoints: BTreeSet::new(),
             start_task: Some(own.clone()),
             namespaces: None,
+            namespace_quota: None,
         }));
         let p = access.start_task_policy(&global);
         assert!(p.allows_task_id("b"));

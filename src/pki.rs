@@ -29,6 +29,16 @@ pub enum PemError {
     NotCrl,
     #[error("not a readable CRL: {0}")]
     BadCrl(String),
+    #[error(
+        "the CRL's signature does not verify with the CA certificate named as its issuer \
+         ({issuer}); it was not signed by that CA — issue it again with the CA's own key"
+    )]
+    CrlSignature { issuer: String },
+    #[error(
+        "the CRL's issuer ({issuer}) is none of the configured CA certificates, so its \
+         signature cannot be checked; add the CA that issued it to the CA bundle"
+    )]
+    CrlIssuerUnknown { issuer: String },
 }
 
 fn read_problem(e: &std::io::Error) -> String {
@@ -68,7 +78,7 @@ pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
 }
 
 /// The CRLs of a file, PEM (`BEGIN X509 CRL`) or one DER CRL, each checked to be a readable
-/// CRL (its signature and issuer are the TLS verifier's business).
+/// CRL (its signature is checked against the CAs by [`check_crl_signature`]).
 pub fn crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, PemError> {
     let data = read(path)?;
     let mut crls = CertificateRevocationListDer::pem_slice_iter(&data)
@@ -84,6 +94,39 @@ pub fn crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, P
         x509_parser::parse_x509_crl(crl.as_ref()).map_err(|e| PemError::BadCrl(e.to_string()))?;
     }
     Ok(crls)
+}
+
+/// Checks that `crl` is signed by the CA certificate among `cas` whose subject is the CRL's
+/// issuer. The TLS verifier checks a CRL's signature only when a caller's handshake needs
+/// it, so an unchecked bad CRL would pass a reload and then refuse every caller.
+pub fn check_crl_signature(
+    crl: &CertificateRevocationListDer<'_>,
+    cas: &[CertificateDer<'_>],
+) -> Result<(), PemError> {
+    let (_, parsed) =
+        x509_parser::parse_x509_crl(crl.as_ref()).map_err(|e| PemError::BadCrl(e.to_string()))?;
+    let issuers: Vec<_> = cas
+        .iter()
+        .filter_map(|der| x509_parser::parse_x509_certificate(der.as_ref()).ok())
+        .map(|(_, cert)| cert)
+        .filter(|cert| cert.subject().as_raw() == parsed.issuer().as_raw())
+        .collect();
+    if issuers.is_empty() {
+        return Err(PemError::CrlIssuerUnknown {
+            issuer: parsed.issuer().to_string(),
+        });
+    }
+    // Two CA certificates may share a subject (a renewed CA): one signature must verify.
+    if issuers
+        .iter()
+        .any(|ca| parsed.verify_signature(ca.public_key()).is_ok())
+    {
+        Ok(())
+    } else {
+        Err(PemError::CrlSignature {
+            issuer: parsed.issuer().to_string(),
+        })
+    }
 }
 
 /// What an admin needs to know about one certificate in a PEM file.

@@ -9,11 +9,12 @@ use crate::support;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::fake_qrs::{FakeQrs, FakeTask, butler_qrs_yaml};
 use support::pki::{Ca, CertSpec, Issued, KeyKind, SenseCerts, Validity};
-use support::server::Server;
+use support::server::{Server, run_cli};
 use support::tls_client::{Conn, Versions, client_config, reqwest_client, try_get};
 
 const A: &str = "aaaaaaaa-0000-4000-8000-000000000001";
@@ -541,4 +542,233 @@ fn idempotency_keys_belong_to_the_caller_that_used_them() {
         other["tasksId"]["started"][0]["executionSessionId"],
         first["tasksId"]["started"][0]["executionSessionId"]
     );
+}
+
+/// A CRL that names the callers' CA as issuer but is signed by another key (an impostor CA
+/// of the same name): the reload is refused and says why, and callers keep getting in with
+/// the previous CRL (it used to be accepted, then every handshake failed with BadSignature).
+#[test]
+fn a_crl_with_a_bad_signature_is_refused_on_reload_and_the_previous_one_stays() {
+    let s = setup();
+    let impostor = Ca::new("Callers CA");
+    let crl_path = s.server.config_dir().join("callers-crl.pem");
+    std::fs::write(&crl_path, impostor.crl_pem(&[])).unwrap();
+    s.server.hangup();
+    s.server.wait_for_log("reload failed", 1);
+    let log = s.server.log();
+    assert!(
+        log.contains(&format!(
+            "ButlerEdge.clientAuth.crl: {}: the CRL's signature does not verify",
+            crl_path.display()
+        )),
+        "{log}"
+    );
+    assert_eq!(
+        try_get(s.server.port, s.tls(Some(&s.reader)), "/v4/butlerping")
+            .unwrap_or_else(|e| panic!("reader refused after a refused reload: {e}"))
+            .0,
+        200
+    );
+    // The previous CRL is still in force.
+    assert!(try_get(s.server.port, s.tls(Some(&s.revoked)), "/v4/butlerping").is_err());
+
+    // check-config (the same checks as start-up) says the same.
+    let (_, stdout, stderr) = run_cli(&["check-config", s.server.config_path.to_str().unwrap()]);
+    assert!(
+        stdout.contains("problem: ButlerEdge.clientAuth.crl")
+            && stdout.contains("the CRL's signature does not verify"),
+        "{stdout}{stderr}"
+    );
+}
+
+/// What an attacker puts in a certificate name or a tag to forge a log line: a newline, a
+/// complete fake access-log line, and a terminal escape that clears the screen.
+const FORGED: &str =
+    "x\n2026-12-01T21:00:00.000000Z  INFO FORGED-LINE client=admin status=204\x1b[2J";
+
+/// No log line may start with the forged text or carry a raw escape, and none is longer than
+/// the bound on one event (a 30 KB certificate name must not add 30 KB per handshake).
+fn assert_not_forged(log: &str) {
+    assert!(!log.contains('\x1b'), "a raw ESC reached the log:\n{log}");
+    for line in log.lines() {
+        assert!(
+            !line.contains("Z  INFO FORGED-LINE") || line.contains("\\n2026"),
+            "a forged line stands on its own:\n{line}"
+        );
+        assert!(line.len() <= 4096, "a log line of {} bytes", line.len());
+    }
+}
+
+/// Control characters in a refused certificate's CN, in a trusted but unlisted one's, in a
+/// 30 KB name and in a refused tag reach the log escaped and bounded, and a flood of failed
+/// handshakes is logged at a bounded rate with a count of what was left out.
+#[test]
+fn certificate_names_and_tags_cannot_forge_or_flood_log_lines() {
+    let s = setup();
+    let untrusted = Ca::new("Attacker CA");
+    let forged = untrusted.issue(&CertSpec::client(FORGED));
+    assert!(try_get(s.server.port, s.tls(Some(&forged)), "/v4/butlerping").is_err());
+    let long = untrusted.issue(&CertSpec::client(&"A".repeat(30_000)));
+    assert!(try_get(s.server.port, s.tls(Some(&long)), "/v4/butlerping").is_err());
+    // Trusted, but no client entry names it: 403, and its CN is in the access log.
+    let unlisted = s.callers.issue(&CertSpec::client(FORGED));
+    let (status, _) = s.call(&unlisted, "GET", "/v4/butlerping", None);
+    assert_eq!(status, 403);
+    // A tag the ERP client may not start.
+    let body = json!([{"type": "starttasktag", "payload": {"tag": FORGED}}]);
+    let (status, answer) = s.call(
+        &s.erp,
+        "PUT",
+        &format!("/v4/reloadtask/{A}/start"),
+        Some(body),
+    );
+    assert_eq!(status, 200, "{answer}");
+    s.server.wait_for_log("tag not on the allow list", 1);
+    s.server.wait_for_log("status=403", 1);
+    let log = s.server.log();
+    assert_not_forged(&log);
+    assert!(
+        log.contains("\\n2026-12-01T21:00:00.000000Z  INFO FORGED-LINE"),
+        "{log}"
+    );
+    assert!(log.contains("\\u{1b}[2J"), "{log}");
+
+    // A flood of failed handshakes: a bounded number of lines, then a count.
+    let started = std::time::Instant::now();
+    let before = s.server.log().matches("TLS handshake failed").count();
+    for _ in 0..300 {
+        let _ = try_get(s.server.port, s.tls(Some(&forged)), "/v4/butlerping");
+    }
+    let windows = started.elapsed().as_secs() / 5 + 2;
+    let logged = s.server.log().matches("TLS handshake failed").count() - before;
+    assert!(
+        logged as u64 <= 20 * windows,
+        "{logged} handshake failures logged for 300 in {:?}",
+        started.elapsed()
+    );
+    std::thread::sleep(Duration::from_millis(5500));
+    let _ = try_get(s.server.port, s.tls(Some(&forged)), "/v4/butlerping");
+    s.server
+        .wait_for_log("failed TLS handshakes were not logged", 1);
+    assert_not_forged(&s.server.log());
+}
+
+/// Two client entries with the same `name` (free text; one defaulted from its common name)
+/// used to share Idempotency-Key answers, so one replayed the other's start. Such a config
+/// is refused, at start-up and by `check-config`, naming both entries.
+#[test]
+fn two_clients_with_the_same_name_are_refused_in_the_config() {
+    let s = setup();
+    let twins = s
+        .config_template
+        .replace("{port}", &s.server.port.to_string())
+        .replace("{dir}", &s.server.config_dir().display().to_string())
+        .replace(
+            "      - dnsName: ops.corp.example\n",
+            "      - commonName: Sense\n        endpoints: [startTask]\n      - name: Sense\n        dnsName: qliksense02.corp.example\n        endpoints: [startTask]\n      - dnsName: ops.corp.example\n",
+        );
+    let path = s.server.config_dir().join("twins.yaml");
+    std::fs::write(&path, twins).unwrap();
+    let expected =
+        "ButlerEdge.clientAuth.clients[3].name: \"Sense\" is already the name of clients[2]";
+    let (code, stdout, stderr) = run_cli(&["check-config", path.to_str().unwrap()]);
+    assert_ne!(code, 0, "{stdout}{stderr}");
+    assert!(
+        format!("{stdout}{stderr}").contains(expected),
+        "{stdout}{stderr}"
+    );
+    let data = s.server.config_dir().join("twins-data");
+    let (code, _, stderr) = run_cli(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains(expected), "{stderr}");
+}
+
+/// A client certificate that expires after its first handshake is not accepted again
+/// through TLS session resumption (1.2 session ids, 1.3 tickets): with client certificates
+/// required, sessions are not resumed, so every new connection verifies the certificate.
+#[test]
+fn a_certificate_that_expired_does_not_come_back_through_session_resumption() {
+    let s = setup();
+    let brief = s
+        .callers
+        .issue(&CertSpec::client("reader").validity(Validity::EndsInSeconds(3)));
+    let issued = std::time::Instant::now();
+    let configs: Vec<_> = [Versions::Tls12Only, Versions::Tls13Only]
+        .into_iter()
+        .map(|v| client_config(&s.server_ca.cert_pem, Some(&brief), &[b"http/1.1"], v))
+        .collect();
+    for config in &configs {
+        let (status, _) = try_get(s.server.port, config.clone(), "/v4/butlerping").unwrap();
+        assert_eq!(status, 200);
+        // A second connection while still valid: resumption would be offered here.
+        let (status, _) = try_get(s.server.port, config.clone(), "/v4/butlerping").unwrap();
+        assert_eq!(status, 200);
+    }
+    std::thread::sleep(Duration::from_secs(5).saturating_sub(issued.elapsed()));
+    for (config, version) in configs.iter().zip(["TLS 1.2", "TLS 1.3"]) {
+        let again = try_get(s.server.port, config.clone(), "/v4/butlerping");
+        assert!(
+            again.is_err(),
+            "{version}: the expired certificate got in again: {again:?}"
+        );
+    }
+    s.server.wait_for_log("certificate expired", 2);
+}
+
+/// A client limited to namespace patterns has a namespace quota of its own
+/// (`clients[].maxNamespaces`): the ERP client (`Sales`, `etl-*`, at most 3 here) cannot
+/// fill the store with `etl-1`, `etl-2`, … (20,000 used to be created in 4 s); through
+/// key-value posts and start-request items alike, a new namespace beyond is a 409 naming
+/// the client and the key; its existing namespaces still take new keys.
+#[test]
+fn a_client_limited_to_namespace_patterns_has_a_namespace_quota() {
+    let s = setup();
+    let limited = s
+        .config_template
+        .replace("{port}", &s.server.port.to_string())
+        .replace("{dir}", &s.server.config_dir().display().to_string())
+        .replace(
+            "        kvNamespaces: [Sales, etl-*]\n",
+            "        kvNamespaces: [Sales, etl-*]\n        maxNamespaces: 3\n",
+        );
+    std::fs::write(s.server.config_dir().join("config.yaml"), limited).unwrap();
+    s.server.hangup();
+    s.server.wait_for_log("reloaded certificates", 1);
+    let pair = json!({"key": "k", "value": "v"});
+    for ns in ["Sales", "etl-1", "etl-2"] {
+        let (status, body) = s.call(
+            &s.erp,
+            "POST",
+            &format!("/v4/keyvalues/{ns}"),
+            Some(pair.clone()),
+        );
+        assert_eq!(status, 201, "{ns}: {body}");
+    }
+    let (status, body) = s.call(&s.erp, "POST", "/v4/keyvalues/etl-3", Some(pair.clone()));
+    assert_eq!(status, 409, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("ERP upstream") && message.contains("clients[1].maxNamespaces"),
+        "{message}"
+    );
+    let item = json!([{"type": "keyvaluestore", "payload": {"namespace": "etl-4", "key": "k", "value": "v"}},
+                      {"type": "starttaskid", "payload": {"taskId": A}}]);
+    let (status, body) = s.call(&s.erp, "PUT", "/v4/reloadtask/-/start", Some(item));
+    assert_eq!(status, 409, "{body}");
+    assert!(s.qrs.start_calls().is_empty(), "a task was started");
+    // Existing namespaces keep working; another client is not limited by ERP's quota.
+    let (status, _) = s.call(
+        &s.erp,
+        "POST",
+        "/v4/keyvalues/etl-1",
+        Some(json!({"key": "k2", "value": "v"})),
+    );
+    assert_eq!(status, 201);
+    let (status, _) = s.call(&s.ops, "POST", "/v4/keyvalues/etl-9", Some(pair));
+    assert_eq!(status, 201);
 }

@@ -437,3 +437,61 @@ fn every_malformed_json_shape_in_the_corpus_is_a_clear_400() {
         "something in the corpus was stored"
     );
 }
+
+/// Three HTTP/2 connections, each opening 200 streams of ~1 MB bodies that never end (the
+/// attack that pinned ~200 MiB per connection): the server's resident memory stays within a
+/// bounded amount above idle while it lasts, a ping on another connection is answered, and
+/// memory comes back near idle afterwards. Figures are printed (`--nocapture`).
+#[test]
+fn an_http2_body_flood_cannot_grow_memory_past_the_budget() {
+    let _alone = support::alone();
+    let server = Server::start(&format!(
+        "{KV_CONFIG}ButlerEdge:\n  limits:\n    bodyReadTimeoutMs: 30000\n"
+    ));
+    let pid = server.pid();
+    std::thread::sleep(Duration::from_millis(500));
+    let idle = raw::rss_mib(pid);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let hold = Duration::from_secs(8);
+    let attack = {
+        let port = server.port;
+        runtime.spawn(async move {
+            let floods = (0..3).map(|_| raw::h2_body_flood(port, 200, 1_000_000, hold));
+            futures_util::future::join_all(floods).await;
+        })
+    };
+    let started = Instant::now();
+    let mut peak = idle;
+    let mut ping_answered = false;
+    while started.elapsed() < hold {
+        peak = peak.max(raw::rss_mib(pid));
+        if !ping_answered && started.elapsed() > Duration::from_secs(3) {
+            let response = raw::exchange(
+                server.port,
+                b"GET /v4/butlerping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            );
+            ping_answered = response.is_some_and(|r| r.status == 200);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    runtime.block_on(attack).unwrap();
+    drop(runtime);
+    std::thread::sleep(Duration::from_secs(2));
+    let after = raw::rss_mib(pid);
+    println!(
+        "HTTP/2 body flood (3 connections × 200 streams × 1 MB): RSS idle {idle:.1} MiB, peak {peak:.1} MiB, after {after:.1} MiB"
+    );
+    assert!(ping_answered, "no ping answered during the flood");
+    assert!(
+        peak - idle < 160.0,
+        "peak RSS {peak:.1} MiB vs idle {idle:.1} MiB"
+    );
+    assert!(
+        after - idle < 100.0,
+        "RSS after the flood {after:.1} MiB vs idle {idle:.1} MiB"
+    );
+}

@@ -87,6 +87,7 @@ fn start_once(
         .put(format!(
             "http://127.0.0.1:{port}/v4/reloadtask/{TASK}/start"
         ))
+        .header("Content-Type", "application/json")
         .body("[]")
         .send()
         .map_err(|e| format!("no answer: {e}"))?;

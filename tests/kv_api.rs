@@ -500,3 +500,50 @@ fn unknown_routes_and_disabled_endpoints_are_404s() {
     let (status, body) = server.butler().get("/v4/configfile/endpointsenabled");
     assert_eq!((status, body), (200, json!(["apiListEnabledEndpoints"])));
 }
+
+/// `POST /v4/keyvalues/` (no namespace) is a 400 and creates nothing (it used to create a
+/// namespace named "").
+#[test]
+fn a_post_without_a_namespace_is_refused() {
+    let server = Server::start(KV_CONFIG);
+    let api = support::butler::Butler::on_port(server.port);
+    let (status, body) = api.kv_post("", &serde_json::json!({"key": "k", "value": "v"}));
+    support::butler::assert_butler_error(status, &body, 400, "the namespace");
+    let (status, body) = api.get("/v4/keyvaluesnamespaces");
+    assert_eq!((status, body), (200, serde_json::json!([])));
+}
+
+/// Store-wide quotas: namespaces and keys over `ButlerEdge.limits.maxNamespaces` /
+/// `maxKeys` are a 409 naming the limit (20,000 namespaces used to be created in 4 s, also
+/// by a client limited to `erp-*`); updates of existing keys still succeed; deleting makes
+/// room again.
+#[test]
+fn the_store_has_a_namespace_and_a_key_quota() {
+    let server = Server::start(&format!(
+        "{KV_CONFIG}ButlerEdge:\n  limits:\n    maxNamespaces: 3\n    maxKeys: 5\n"
+    ));
+    let api = support::butler::Butler::on_port(server.port);
+    let pair = |key: &str| json!({"key": key, "value": "v"});
+    for ns in ["erp-1", "erp-2", "erp-3"] {
+        assert_eq!(api.kv_post(ns, &pair("k")).0, 201);
+    }
+    let (status, body) = api.kv_post("erp-4", &pair("k"));
+    support::butler::assert_butler_error(status, &body, 409, "ButlerEdge.limits.maxNamespaces");
+    assert!(
+        body["message"].as_str().unwrap().contains("3 namespaces"),
+        "{body}"
+    );
+    assert_eq!(api.kv_post("erp-1", &pair("k2")).0, 201);
+    assert_eq!(api.kv_post("erp-2", &pair("k2")).0, 201);
+    let (status, body) = api.kv_post("erp-3", &pair("k2"));
+    support::butler::assert_butler_error(status, &body, 409, "ButlerEdge.limits.maxKeys");
+    // An update is not a new key.
+    assert_eq!(api.kv_post("erp-3", &pair("k")).0, 201);
+    assert_eq!(
+        api.get("/v4/keyvaluesnamespaces").1,
+        json!(["erp-1", "erp-2", "erp-3"])
+    );
+    // Room again once keys are gone.
+    assert_eq!(api.kv_delete_namespace("erp-3").0, 204);
+    assert_eq!(api.kv_post("erp-4", &pair("k")).0, 201);
+}

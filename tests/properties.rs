@@ -5,8 +5,6 @@
 //! means, and no number of black-box requests covers their input space the way
 //! generated inputs do.
 
-use std::time::Duration;
-
 use butler_edge::api::kv_input::{parse_new_pair, parse_ttl, scalar_text};
 use butler_edge::api::start_task::parse_body;
 use butler_edge::config::Limits;
@@ -17,17 +15,12 @@ use percent_encoding::{NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
+/// The limits a config without a `ButlerEdge.limits` section gets.
 fn limits() -> Limits {
-    Limits {
-        max_body_bytes: 1 << 20,
-        header_read_timeout: Duration::from_secs(10),
-        body_read_timeout: Duration::from_secs(30),
-        max_connections: 10_000,
-        idle_timeout: Duration::from_secs(60),
-        max_namespace_bytes: 1024,
-        max_key_bytes: 1024,
-        max_value_bytes: 512 * 1024,
-    }
+    butler_edge::config::Config::embedded()
+        .expect("embedded config")
+        .edge
+        .limits
 }
 
 /// Any JSON value, nested a few levels.

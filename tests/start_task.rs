@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::butler::Butler;
 use support::fake_qrs::{FakeQrs, FakeTask, FaultKind, status};
 use support::pki::{Ca, KeyKind, SenseCerts};
 use support::server::{Server, client, json_of, run_cli};
@@ -966,6 +967,7 @@ fn idempotency_key_returns_the_first_answer_even_after_a_restart() {
                 client()
                     .put(format!("http://127.0.0.1:{port}/v4/reloadtask/{A}/start"))
                     .header("Idempotency-Key", "concurrent-1")
+                    .header("Content-Type", "application/json")
                     .body("[]")
                     .send()
                     .unwrap()
@@ -1109,11 +1111,8 @@ fn key_value_items_are_ignored_when_the_store_is_disabled_as_in_butler() {
     );
     assert_eq!(status, 200, "{r}");
     assert_eq!(started_ids(&r["tasksId"]["started"]), vec![A]);
-    assert!(
-        s.server.log().contains("key-value items ignored"),
-        "{}",
-        s.server.log()
-    );
+    // The log line is read from the process's stderr by another thread: wait for it.
+    s.server.wait_for_log("key-value items ignored", 1);
     let (status, _) = json_of(
         client()
             .get(s.server.url("/v4/keyvalues/ns?key=k"))
@@ -1211,6 +1210,7 @@ fn starts_run_concurrently_within_the_configured_bound() {
                 "00000000-0000-4000-8000-000000000001"
             )))
             .header("Idempotency-Key", "short-lived")
+            .header("Content-Type", "application/json")
             .body("[]")
             .send()
             .unwrap()
@@ -1439,4 +1439,279 @@ fn enabled_without_a_qrs_host_serves_and_answers_503_until_qrs_is_set_up() {
     let (code, out, err) = run_cli(&["check-config", path.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("\"<FQDN of Sense>\""), "{out}");
+}
+
+fn key_value_items(namespace: &str, count: usize) -> Value {
+    Value::Array(
+        (0..count)
+            .map(|i| {
+                json!({"type": "keyvaluestore",
+                       "payload": {"namespace": namespace, "key": format!("k{i}"), "value": "v"}})
+            })
+            .collect(),
+    )
+}
+
+/// Eight key-value items into a namespace limited to five keys: the start is refused, and
+/// not one of the eight is stored (it used to keep keys 0–4).
+#[test]
+fn key_value_items_of_a_start_request_are_stored_all_or_none() {
+    let certs = SenseCerts::new(&["localhost"], KeyKind::RsaPkcs1);
+    let qrs = FakeQrs::start(&certs.server, &certs.ca, fixture());
+    let five_keys = config(&certs, qrs.port(), &Options::default())
+        .replace("maxKeysPerNamespace: 1000", "maxKeysPerNamespace: 5");
+    let server = Server::start(&five_keys);
+    let api = Butler::on_port(server.port);
+    let (status, body) = api.start(A, "", &key_value_items("Sales", 8).to_string());
+    assert_butler_error(status, &body, 409, "No task was started");
+    assert!(qrs.start_calls().is_empty(), "no task may start");
+    let (status, body) = api.kv_keys("Sales");
+    assert_butler_error(status, &body, 400, "Namespace not found");
+
+    // With room for them, all are stored (also when some replace existing keys).
+    let (status, body) = api.kv_post("Sales", &json!({"key": "k0", "value": "old"}));
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = api.start(A, "", &key_value_items("Sales", 5).to_string());
+    assert_eq!(status, 200, "{body}");
+    let (_, keys) = api.kv_keys("Sales");
+    assert_eq!(keys["keys"].as_array().map(Vec::len), Some(5), "{keys}");
+    // Six would need one more key than the limit: refused, the five stay as they were.
+    let (status, body) = api.start(A, "", &key_value_items("Sales", 6).to_string());
+    assert_butler_error(status, &body, 409, "No task was started");
+    let (_, keys) = api.kv_keys("Sales");
+    assert_eq!(keys["keys"].as_array().map(Vec::len), Some(5), "{keys}");
+}
+
+/// What a web page on the local network makes a visitor's browser send: an HTML form
+/// (`enctype="text/plain"` can carry valid JSON, form-encoded cannot be preflighted either),
+/// with the page's `Origin`. None of it writes a key or starts a task; butler_subs.qvs's
+/// requests (JSON, no `Origin`) keep working, as does an origin the config allows, and with
+/// `allowedHosts` a DNS-rebound name in `Host` is refused.
+#[test]
+fn a_cross_origin_form_post_cannot_write_keys_or_start_tasks() {
+    let certs = SenseCerts::new(&["localhost"], KeyKind::RsaPkcs1);
+    let qrs = FakeQrs::start(&certs.server, &certs.ca, fixture());
+    let browsers = format!(
+        "{}  allowedOrigins: [\"https://Sense.corp.example\"]\n  allowedHosts: [127.0.0.1, butler-edge.corp.example]\n",
+        config(&certs, qrs.port(), &Options::default())
+    );
+    let server = Server::start(&browsers);
+    let form =
+        |content_type: &str, origin: Option<&str>, host: Option<&str>, path: &str, body: &str| {
+            let mut request = client()
+                .post(server.url(path))
+                .header("Content-Type", content_type)
+                .body(body.to_string());
+            if path.ends_with("/start") {
+                request = request.header("X-HTTP-Method-Override", "PUT");
+            }
+            if let Some(origin) = origin {
+                request = request.header("Origin", origin);
+            }
+            if let Some(host) = host {
+                request = request.header("Host", host);
+            }
+            json_of(request.send().unwrap())
+        };
+    // name='{"key":"k","value":"evil","x":"' value='"}' in a text/plain form is this body:
+    let kv_body = r#"{"key":"k","value":"evil","x":"="}"#;
+    let start_body = r#"[{"type":"starttaskid","payload":{"taskId":"aaaaaaaa-0000-4000-8000-000000000001"},"x":"="}]"#;
+    let kv = "/v4/keyvalues/Sales";
+    let start = format!("/v4/reloadtask/{A}/start");
+    for (origin, expected, part) in [
+        (
+            Some("http://evil.example"),
+            403,
+            "Origin http://evil.example is not allowed",
+        ),
+        (Some("null"), 403, "Origin null is not allowed"),
+        (None, 415, "Content-Type: application/json"),
+    ] {
+        for content_type in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+        ] {
+            let (status, body) = form(content_type, origin, None, kv, kv_body);
+            assert_butler_error(status, &body, expected, part);
+            let (status, body) = form(content_type, origin, None, &start, start_body);
+            assert_butler_error(status, &body, expected, part);
+        }
+    }
+    // A JSON post from a web page's script is refused for its Origin too.
+    let (status, body) = form(
+        "application/json",
+        Some("http://evil.example"),
+        None,
+        kv,
+        kv_body,
+    );
+    assert_butler_error(status, &body, 403, "ButlerEdge.allowedOrigins");
+    // A script's fetch() with an untyped Blob body sends no Content-Type, but an Origin.
+    let (status, body) = json_of(
+        client()
+            .post(server.url(kv))
+            .header("Origin", "http://evil.example")
+            .body(kv_body)
+            .send()
+            .unwrap(),
+    );
+    assert_butler_error(status, &body, 403, "ButlerEdge.allowedOrigins");
+    // DNS rebinding: the browser sends the attacker's name as Host.
+    let (status, body) = form(
+        "application/json",
+        None,
+        Some("rebind.evil.example:8080"),
+        kv,
+        kv_body,
+    );
+    assert_butler_error(status, &body, 403, "ButlerEdge.allowedHosts");
+    assert!(qrs.start_calls().is_empty(), "a task was started");
+    let (status, _) = Butler::on_port(server.port).kv_keys("Sales");
+    assert_eq!(status, 400, "a key was written");
+
+    // Legitimate callers: butler_subs.qvs (JSON, `charset` too), the allowed origin (any
+    // case), a configured Host name, and a start with no body and no Content-Type.
+    let (status, body) = form("application/json; charset=utf-8", None, None, kv, kv_body);
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = form(
+        "Application/JSON",
+        Some("https://sense.corp.example"),
+        Some("butler-edge.corp.example"),
+        &start,
+        start_body,
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = json_of(
+        client()
+            .post(server.url(&start))
+            .header("X-HTTP-Method-Override", "PUT")
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 200, "{body}");
+}
+
+/// A start body of `tags`, one `starttasktag` item each.
+fn tag_items(tags: impl Iterator<Item = String>) -> String {
+    Value::Array(
+        tags.map(|tag| json!({"type": "starttasktag", "payload": {"tag": tag}}))
+            .collect(),
+    )
+    .to_string()
+}
+
+/// How many tag lookups the fake QRS has received.
+fn tag_lookups(qrs: &FakeQrs) -> usize {
+    qrs.calls()
+        .iter()
+        .filter(|c| c.filter().is_some_and(|f| f.contains("tags.name")))
+        .count()
+}
+
+/// One request cannot flood QRS: the same tag 5,000 times is refused before any QRS call
+/// (it made 5,000 lookups and listed the task 5,000 times); the same tag 100 times, in any
+/// case, is looked up once and each task listed once; and while one caller keeps every QRS
+/// slot busy with lookups, another caller's start is answered in about its own time (it
+/// waited 12.9 s behind the burst).
+#[test]
+fn one_caller_cannot_flood_qrs_or_delay_another_callers_start() {
+    let s = setup();
+    let port = s.server.port;
+    let path = "/v4/reloadtask/-/start";
+    let (status, body) = put(
+        &s.server,
+        path,
+        serde_json::from_str(&tag_items((0..5000).map(|_| "nightly".to_string()))).unwrap(),
+    );
+    assert_butler_error(status, &body, 400, "ButlerEdge.qrs.maxItemsPerRequest");
+    assert_eq!(
+        tag_lookups(&s.qrs),
+        0,
+        "QRS was asked for a refused request"
+    );
+
+    let repeated = (0..100).map(|i| if i % 2 == 0 { "nightly" } else { "NIGHTLY" }.to_string());
+    let (status, body) = put(
+        &s.server,
+        path,
+        serde_json::from_str(&tag_items(repeated)).unwrap(),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(tag_lookups(&s.qrs), 1, "one lookup for one tag");
+    assert_eq!(sorted(started_ids(&body["tasksTag"])), vec![A, B], "{body}");
+
+    // The burst: 8 concurrent requests of 100 distinct tags each, every lookup 200 ms.
+    s.qrs.add_fault(
+        "/qrs/task/full",
+        FaultKind::Delay(Duration::from_millis(200)),
+    );
+    let burst: Vec<_> = (0..8)
+        .map(|r| {
+            std::thread::spawn(move || {
+                let body = tag_items((0..100).map(|t| format!("burst-{r}-{t}")));
+                client()
+                    .put(format!("http://127.0.0.1:{port}/v4/reloadtask/-/start"))
+                    .header("Content-Type", "application/json")
+                    .body(body)
+                    .send()
+                    .map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1000));
+    // Another caller (another address) starts one task by id meanwhile.
+    let other = reqwest::blocking::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let (status, body) = json_of(
+        other
+            .put(format!("http://127.0.0.1:{port}/v4/reloadtask/{C}/start"))
+            .send()
+            .unwrap(),
+    );
+    let waited = started.elapsed();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(started_ids(&body["tasksId"]["started"]), vec![C]);
+    let burst_lookups_then = tag_lookups(&s.qrs);
+    println!(
+        "another caller's start during the burst: {waited:?} ({burst_lookups_then} burst lookups done by then)"
+    );
+    assert!(
+        waited < Duration::from_secs(3),
+        "another caller's start waited {waited:?} behind one caller's burst"
+    );
+    // The burst itself is answered too: in full, or 504 at its request deadline.
+    for b in burst {
+        let status = b.join().unwrap().unwrap();
+        assert!(matches!(status, 200 | 504), "burst request: {status}");
+    }
+}
+
+/// A task id QRS answers with goes into the start call's URL path only when it is a GUID:
+/// a repository entry whose id is `../about` (a broken or hostile QRS) is reported as
+/// failed, and no request to a path built from it is sent.
+#[test]
+fn a_task_id_from_qrs_that_is_not_a_guid_is_never_put_in_a_url() {
+    let s = setup();
+    let mut tasks = fixture();
+    tasks.push(FakeTask::new("../about", "Not a GUID").tag("odd"));
+    s.qrs.set_tasks(tasks);
+    let (status, body) = put(
+        &s.server,
+        "/v4/reloadtask/-/start",
+        json!([{"type": "starttasktag", "payload": {"tag": "odd"}}]),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["failed"][0]["taskId"], json!("../about"), "{body}");
+    let reason = body["failed"][0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("not a GUID"), "{reason}");
+    assert!(
+        s.qrs.calls().iter().all(|c| c.method != "POST"),
+        "a start was sent: {:?}",
+        s.qrs.calls().iter().map(|c| &c.path).collect::<Vec<_>>()
+    );
 }

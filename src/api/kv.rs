@@ -5,15 +5,19 @@
 //! key is a 400, a create is 201 echoing the pair, deletes are 204), with two
 //! additions: a full namespace is a 409, and size limits are a 400 naming the limit.
 
+use std::sync::Arc;
+
 use http::{Response, StatusCode};
 use serde::Serialize;
 
 use super::kv_input::parse_new_pair;
 pub use super::kv_input::{NewPair, parse_ttl, scalar_text};
 use crate::config::Limits;
-use crate::http::error::{ApiError, namespace_full};
+use crate::http::error::{ApiError, client_namespaces_full, namespace_full, store_full};
 use crate::http::response::{ResponseBody, empty, json};
-use crate::kv::{Rejected, Store, StoreError, WriteOp, WriteOutcome, deadline_for, now_ms};
+use crate::kv::{
+    NamespaceQuota, Rejected, Store, StoreError, WriteOp, WriteOutcome, deadline_for, now_ms,
+};
 
 #[derive(Serialize)]
 struct Pair<'a> {
@@ -128,6 +132,7 @@ pub async fn post(
     limits: &Limits,
     namespace: &str,
     body: &[u8],
+    within: Option<Arc<NamespaceQuota>>,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let pair = parse_new_pair(namespace, body, limits)?;
     let op = WriteOp::Put {
@@ -135,6 +140,7 @@ pub async fn post(
         key: pair.key.clone(),
         value: pair.value.clone(),
         expires_at: deadline_for(pair.ttl, now_ms()),
+        within,
     };
     let outcome = store
         .write_one(op)
@@ -143,6 +149,10 @@ pub async fn post(
     match outcome {
         WriteOutcome::Rejected(Rejected::NamespaceFull { limit }) => {
             Err(namespace_full(namespace, &pair.key, limit))
+        }
+        WriteOutcome::Rejected(Rejected::StoreFull(quota)) => Err(store_full(quota)),
+        WriteOutcome::Rejected(Rejected::ClientNamespacesFull(quota)) => {
+            Err(client_namespaces_full(&quota))
         }
         WriteOutcome::Rejected(other) => Err(ApiError::internal(format!(
             "Failed adding key-value to namespace: unexpected refusal {other:?}"

@@ -101,6 +101,13 @@ fn ttl_at(field: &str, value: Option<&Value>) -> Result<i64, ApiError> {
 
 /// Validates a create/update body and the sizes of its parts.
 pub fn parse_new_pair(namespace: &str, body: &[u8], limits: &Limits) -> Result<NewPair, ApiError> {
+    // `POST /v4/keyvalues/` would create a namespace without a name, which no listing can
+    // show usefully and no script means to create.
+    if namespace.is_empty() {
+        return Err(ApiError::bad_request(
+            "Required parameter is missing: the namespace (POST /v4/keyvalues/{namespace})",
+        ));
+    }
     check_size(
         "namespace",
         namespace,

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use http::{HeaderMap, Method, Response, StatusCode};
 use hyper::body::Incoming;
 
+use super::browser;
 use super::route::Route;
 use super::state::AppState;
 use crate::api;
@@ -19,7 +20,7 @@ use crate::authz::{Access, EndpointGroup};
 use crate::http::body::read_to_bytes;
 use crate::http::decode;
 use crate::http::error::ApiError;
-use crate::http::handler::{Handled, Handler};
+use crate::http::handler::{Handled, Handler, PeerAddr};
 use crate::http::response::ResponseBody;
 
 /// Whether the config enables an endpoint group.
@@ -96,6 +97,7 @@ async fn dispatch(
     body: Incoming,
     access: &Access,
 ) -> Result<Response<ResponseBody>, ApiError> {
+    browser::check_origin_and_host(&state.config.edge, parts)?;
     let path = parts.uri.path();
     let query = decode::query_pairs(parts.uri.query().unwrap_or(""))
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -127,8 +129,9 @@ async fn dispatch(
             if let Some(guard) = &state.disk_guard {
                 guard.check()?;
             }
-            let body = read_to_bytes(body, limits).await?;
-            api::kv::post(store()?, limits, namespace, &body).await?
+            let body = read_to_bytes(body, limits, &state.body_budget).await?;
+            browser::require_json(&parts.headers, &body)?;
+            api::kv::post(store()?, limits, namespace, &body, access.namespace_quota()).await?
         }
         Route::KvDeleteNamespace { namespace } => {
             api::kv::delete_namespace(store()?, namespace).await?
@@ -137,7 +140,8 @@ async fn dispatch(
             api::kv::delete_key(store()?, namespace, key).await?
         }
         Route::StartTask { task_id } => {
-            let body = read_to_bytes(body, limits).await?;
+            let body = read_to_bytes(body, limits, &state.body_budget).await?;
+            browser::require_json(&parts.headers, &body)?;
             let st = state.start_task.as_ref().ok_or_else(|| {
                 match state.config.features.start_task_not_set_up() {
                     Some(why) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, why),
@@ -152,6 +156,7 @@ async fn dispatch(
                 query: &query,
                 headers: &parts.headers,
                 body: &body,
+                peer: parts.extensions.get::<PeerAddr>().map(|p| p.0),
             };
             let policy = access.start_task_policy(&st.policy);
             api::start_task::start(state, st, &policy, access, call).await?

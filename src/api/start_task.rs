@@ -30,6 +30,8 @@ pub struct StartCall<'a> {
     pub query: &'a [(String, String)],
     pub headers: &'a HeaderMap,
     pub body: &'a [u8],
+    /// The caller's address (without client certificates, what tells callers apart).
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 pub async fn start(
@@ -49,7 +51,17 @@ pub async fn start(
         items: parse_body(call.body, &state.config.edge.limits)?,
         all_task_ids_must_exist: flag(call.query, "allTaskIdsMustExist")?,
         wait: flag(call.query, "wait")?,
+        caller: fairness_key(access, call.peer),
     };
+    let max_items = service.starter.settings().max_items_per_request;
+    if request.items.len() > max_items {
+        return Err(ApiError::bad_request(format!(
+            "the body has {} items; a start request may carry at most {max_items} \
+             (ButlerEdge.qrs.maxItemsPerRequest), because each tag and custom property is a \
+             lookup in the Sense repository; split the request or raise the limit",
+            request.items.len()
+        )));
+    }
     // Key-value items write to the store: the caller needs kvWrite and the namespace.
     for item in &request.items {
         if let BodyItem::KeyValue(kv) = item {
@@ -62,7 +74,8 @@ pub async fn start(
     }
     let idempotency = idempotency_key(call.headers)?.map(|key| Idempotency {
         key,
-        caller: access.name().to_string(),
+        // The certificate identity, not the display name (see `Access::identity`).
+        caller: access.identity(),
         fingerprint: fingerprint(&call),
     });
     let items = KeyValueTarget {
@@ -72,6 +85,7 @@ pub async fn start(
             .as_ref()
             .filter(|_| state.config.features.kv_served()),
         disk_guard: state.disk_guard.as_deref(),
+        within: access.namespace_quota(),
     };
     let started = service
         .start(&request, policy, idempotency.as_ref(), items)
@@ -100,6 +114,15 @@ fn replay(answer: Answer) -> Response<ResponseBody> {
         .headers_mut()
         .insert("idempotent-replayed", HeaderValue::from_static("true"));
     response
+}
+
+/// Whose share of the QRS call slots a request uses: the client certificate identity, or
+/// without client certificates the caller's IP address.
+fn fairness_key(access: &Access, peer: Option<std::net::SocketAddr>) -> String {
+    match (access, peer) {
+        (Access::Open, Some(peer)) => format!("address {}", peer.ip()),
+        _ => access.identity(),
+    }
 }
 
 /// A boolean query parameter as Fastify's schema coerces it: `true` or `false`.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::disk::DiskGuard;
+use crate::http::body::BodyBudget;
 use crate::kv::Store;
 use crate::metrics::Metrics;
 use crate::tasks::StartService;
@@ -19,4 +20,6 @@ pub struct AppState {
     pub disk_guard: Option<Arc<DiskGuard>>,
     /// Request counters and latency histograms for `GET /metrics`.
     pub metrics: Arc<Metrics>,
+    /// The memory all request bodies together may hold.
+    pub body_budget: BodyBudget,
 }

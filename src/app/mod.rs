@@ -21,9 +21,10 @@ use crate::api::router::Router;
 use crate::api::state::AppState;
 use crate::config::{Config, RestServerConfig};
 use crate::disk::DiskGuard;
+use crate::http::body::BodyBudget;
 use crate::http::server::{self, Server};
 use crate::kv::idempotency::IdempotencyStore;
-use crate::kv::{Store, StoreError};
+use crate::kv::{Quotas, Store, StoreError};
 use crate::metrics::{Metrics, Sources};
 use crate::privileges;
 use crate::qrs::{QrsClient, QrsSetupError, probe_when_idle};
@@ -214,7 +215,14 @@ async fn build_state(
     let features = &config.features;
     // The database also keeps start-task's Idempotency-Key answers (see `KvMode`).
     let store = if features.opens_database() {
-        let store = Store::open(data_dir, config.kv.max_keys_per_namespace)?;
+        let store = Store::open(
+            data_dir,
+            Quotas {
+                keys_per_namespace: config.kv.max_keys_per_namespace,
+                namespaces: config.kv.max_namespaces,
+                keys: config.kv.max_keys,
+            },
+        )?;
         tracing::info!(path = %store.path().display(), "key-value store open");
         Some(store)
     } else {
@@ -253,6 +261,7 @@ async fn build_state(
         start_task,
         disk_guard,
         metrics,
+        body_budget: BodyBudget::new(&config.edge.limits),
     });
     Ok((state, store))
 }

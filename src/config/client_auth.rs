@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::{ConfigError, Reader};
 use crate::authz::{ClientRule, EndpointGroup, IdentityMatch, NamespacePattern, Policy};
+use crate::kv::NamespaceQuota;
 use crate::tasks::StartTaskPolicy;
 
 /// `Butler.restServerConfig.tls`.
@@ -103,12 +104,24 @@ pub fn parse_client_auth(r: &Reader, tls: &TlsConfig) -> Result<ClientAuthConfig
     let mut clients: Vec<Arc<ClientRule>> = Vec::new();
     for (i, item) in r.list("ButlerEdge.clientAuth.clients")?.iter().enumerate() {
         let rule = parse_client(&format!("ButlerEdge.clientAuth.clients[{i}]"), item)?;
-        if let Some(earlier) = clients.iter().find(|c| c.matcher == rule.matcher) {
+        if let Some(earlier) = clients
+            .iter()
+            .find(|c| c.matcher.same_identity(&rule.matcher))
+        {
             return Err(ConfigError::Other(format!(
                 "ButlerEdge.clientAuth.clients[{i}]: {} is already used by client {:?}; \
                  each certificate identity may appear once",
                 rule.matcher.describe(),
                 earlier.name
+            )));
+        }
+        // Names label answers in logs and 403s, and must not be mistaken for one another.
+        if let Some(earlier) = clients.iter().position(|c| c.name == rule.name) {
+            return Err(ConfigError::Other(format!(
+                "ButlerEdge.clientAuth.clients[{i}].name: {:?} is already the name of \
+                 clients[{earlier}]; give each client its own name (an entry without `name` is \
+                 named by its commonName, dnsName or uri)",
+                rule.name
             )));
         }
         clients.push(Arc::new(rule));
@@ -140,6 +153,10 @@ pub fn parse_client_auth(r: &Reader, tls: &TlsConfig) -> Result<ClientAuthConfig
     })
 }
 
+/// Namespaces a client limited to `kvNamespaces` patterns may have unless its entry says
+/// otherwise (`maxNamespaces`).
+const DEFAULT_CLIENT_NAMESPACES: u64 = 100;
+
 const CLIENT_KEYS: &[&str] = &[
     "name",
     "commonName",
@@ -148,6 +165,7 @@ const CLIENT_KEYS: &[&str] = &[
     "endpoints",
     "startTask",
     "kvNamespaces",
+    "maxNamespaces",
 ];
 
 fn text(path: &str, value: &Value) -> Result<String, ConfigError> {
@@ -201,12 +219,40 @@ fn parse_client(at: &str, item: &Value) -> Result<ClientRule, ConfigError> {
                 .collect(),
         ),
     };
+    let max_namespaces = match field("maxNamespaces") {
+        None => DEFAULT_CLIENT_NAMESPACES,
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n >= 1) => n.as_u64().unwrap_or(1),
+        Some(other) => {
+            return Err(ConfigError::invalid(
+                &format!("{at}.maxNamespaces"),
+                "a whole number of at least 1",
+                other,
+            ));
+        }
+    };
+    let namespace_quota = namespaces.as_ref().map(|patterns: &Vec<NamespacePattern>| {
+        let (mut exact, mut prefixes) = (Vec::new(), Vec::new());
+        for pattern in patterns {
+            match pattern {
+                NamespacePattern::Exact(name) => exact.push(name.clone()),
+                NamespacePattern::Prefix(prefix) => prefixes.push(prefix.clone()),
+            }
+        }
+        Arc::new(NamespaceQuota {
+            exact,
+            prefixes,
+            max: max_namespaces,
+            client: format!("{at} ({name:?})"),
+            config_key: format!("{at}.maxNamespaces"),
+        })
+    });
     Ok(ClientRule {
         name,
         matcher,
         endpoints,
         start_task,
         namespaces,
+        namespace_quota,
     })
 }
 

@@ -120,6 +120,10 @@ impl EndpointsEnabled {
 pub struct KvConfig {
     pub enable: bool,
     pub max_keys_per_namespace: u64,
+    /// Namespaces in the whole store (`ButlerEdge.limits.maxNamespaces`).
+    pub max_namespaces: u64,
+    /// Keys in the whole store (`ButlerEdge.limits.maxKeys`).
+    pub max_keys: u64,
 }
 
 /// Our own settings, from the `ButlerEdge:` section.
@@ -135,11 +139,23 @@ pub struct EdgeConfig {
     pub health_endpoint: bool,
     /// `GET /metrics` (`ButlerEdge.endpointsEnable.metrics`).
     pub metrics_endpoint: bool,
+    /// Web origins whose pages may call the API (`ButlerEdge.allowedOrigins`), lower-case
+    /// and without a trailing `/`; a request with any other `Origin` header is refused.
+    pub allowed_origins: Vec<String>,
+    /// The names callers reach this server by (`ButlerEdge.allowedHosts`), lower-case;
+    /// empty: `Host` is not checked.
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_body_bytes: usize,
+    /// All request bodies together (`ButlerEdge.limits.maxBodyBytesInFlight`); at least
+    /// `max_body_bytes`.
+    pub max_body_bytes_in_flight: usize,
+    /// Concurrent HTTP/2 streams one connection may open
+    /// (`ButlerEdge.limits.maxStreamsPerConnection`).
+    pub max_streams_per_connection: u32,
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
     pub max_connections: usize,
@@ -219,6 +235,8 @@ impl Config {
                 u64::from(u32::MAX),
                 1000,
             )?,
+            max_namespaces: r.integer_or("ButlerEdge.limits.maxNamespaces", 1, 1 << 32, 10_000)?,
+            max_keys: r.integer_or("ButlerEdge.limits.maxKeys", 1, 1 << 40, 2_000_000)?,
         };
         let edge = parse_edge(&r)?;
         let (start_task, not_set_up) = start_task::parse(&r, endpoints.sense_start_task)?;
@@ -287,6 +305,13 @@ fn parse_edge(r: &Reader) -> Result<EdgeConfig, ConfigError> {
     let part = |path: &str| bytes(r, path, max_body_bytes as u64);
     let limits = Limits {
         max_body_bytes,
+        max_body_bytes_in_flight: bytes(r, "ButlerEdge.limits.maxBodyBytesInFlight", 64 << 20)?,
+        max_streams_per_connection: r.integer_or(
+            "ButlerEdge.limits.maxStreamsPerConnection",
+            1,
+            1000,
+            32,
+        )? as u32,
         header_read_timeout: millis(r, "ButlerEdge.limits.headerReadTimeoutMs", 10_000)?,
         body_read_timeout: millis(r, "ButlerEdge.limits.bodyReadTimeoutMs", 30_000)?,
         max_connections: r.integer_or("ButlerEdge.limits.maxConnections", 1, 1_000_000, 10_000)?
@@ -296,6 +321,14 @@ fn parse_edge(r: &Reader) -> Result<EdgeConfig, ConfigError> {
         max_key_bytes: part("ButlerEdge.limits.maxKeyBytes")?,
         max_value_bytes: part("ButlerEdge.limits.maxValueBytes")?,
     };
+    if limits.max_body_bytes_in_flight < limits.max_body_bytes {
+        return Err(ConfigError::Other(format!(
+            "ButlerEdge.limits.maxBodyBytesInFlight: {} is less than \
+             ButlerEdge.limits.maxBodyBytes ({}), so no body of the largest allowed size could \
+             ever be received; raise it or lower maxBodyBytes",
+            limits.max_body_bytes_in_flight, limits.max_body_bytes
+        )));
+    }
     Ok(EdgeConfig {
         data_dir: r.path("ButlerEdge.dataDir")?,
         limits,
@@ -303,6 +336,16 @@ fn parse_edge(r: &Reader) -> Result<EdgeConfig, ConfigError> {
         min_free_disk_bytes: r.integer_or("ButlerEdge.minFreeDiskBytes", 0, 1 << 60, 64 << 20)?,
         health_endpoint: r.bool("ButlerEdge.endpointsEnable.health", false)?,
         metrics_endpoint: r.bool("ButlerEdge.endpointsEnable.metrics", false)?,
+        allowed_origins: r
+            .string_list("ButlerEdge.allowedOrigins")?
+            .iter()
+            .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+            .collect(),
+        allowed_hosts: r
+            .string_list("ButlerEdge.allowedHosts")?
+            .iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .collect(),
     })
 }
 

@@ -153,6 +153,8 @@ fn parse_tuning(r: &Reader) -> Result<Tuning, ConfigError> {
     let request_deadline = millis(r, "ButlerEdge.qrs.requestDeadlineMs", 10_000)?;
     let max_concurrent_calls =
         r.integer_or("ButlerEdge.qrs.maxConcurrentCalls", 1, 1024, 16)? as usize;
+    let max_items_per_request =
+        r.integer_or("ButlerEdge.qrs.maxItemsPerRequest", 1, 100_000, 100)? as usize;
     let wait_timeout = millis(r, "ButlerEdge.qrs.waitTimeoutMs", 300_000)?;
     let wait_poll_interval = millis(r, "ButlerEdge.qrs.waitPollIntervalMs", 1_000)?;
     let idempotency_retention = millis(r, "ButlerEdge.qrs.idempotencyRetentionMs", 86_400_000)?;
@@ -167,6 +169,7 @@ fn parse_tuning(r: &Reader) -> Result<Tuning, ConfigError> {
         request_timeout,
         starter: StarterSettings {
             max_concurrent_calls,
+            max_items_per_request,
             request_deadline,
             wait_timeout,
             wait_poll_interval,

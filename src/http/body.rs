@@ -1,25 +1,93 @@
-//! Reading request bodies within the configured size and time limits.
+//! Reading request bodies within the configured size, time and memory limits.
+//!
+//! Each body is bounded by `maxBodyBytes` and `bodyReadTimeoutMs`, but many bodies at once
+//! (10,000 connections, 32 streams each) would still be more memory than the machine has.
+//! So every body byte held is also taken from one process-wide [`BodyBudget`]
+//! (`maxBodyBytesInFlight`) and given back when the request is answered: a request whose
+//! next chunk finds the budget spent gets a 503 at once, never an out-of-memory kill.
 
-use bytes::Bytes;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
 use http::StatusCode;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Body;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::ApiError;
 use crate::config::Limits;
 
+/// The body bytes all requests together may hold (`ButlerEdge.limits.maxBodyBytesInFlight`).
+#[derive(Clone)]
+pub struct BodyBudget {
+    bytes: Arc<Semaphore>,
+    limit: usize,
+}
+
+impl BodyBudget {
+    pub fn new(limits: &Limits) -> BodyBudget {
+        // A semaphore holds at most `Semaphore::MAX_PERMITS` (usize::MAX >> 3) permits.
+        let limit = limits.max_body_bytes_in_flight.min(Semaphore::MAX_PERMITS);
+        BodyBudget {
+            bytes: Arc::new(Semaphore::new(limit)),
+            limit,
+        }
+    }
+
+    /// Body bytes held by requests right now.
+    pub fn in_use(&self) -> usize {
+        self.limit - self.bytes.available_permits()
+    }
+
+    fn take(&self, n: usize) -> Result<OwnedSemaphorePermit, ApiError> {
+        let n = u32::try_from(n).map_err(|_| self.spent())?;
+        self.bytes
+            .clone()
+            .try_acquire_many_owned(n)
+            .map_err(|_| self.spent())
+    }
+
+    fn spent(&self) -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the server is receiving {} bytes of request bodies already, its limit \
+                 (ButlerEdge.limits.maxBodyBytesInFlight); try again shortly",
+                self.limit
+            ),
+        )
+    }
+}
+
+/// A whole request body and its share of the [`BodyBudget`], given back when dropped.
+pub struct ReadBody {
+    pub bytes: Bytes,
+    _held: Option<OwnedSemaphorePermit>,
+}
+
+impl std::ops::Deref for ReadBody {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
 /// Reads the whole body: 413 when it is larger than `maxBodyBytes`, 408 when it
-/// does not arrive within `bodyReadTimeoutMs` (a body trickled forever is cut off).
-pub async fn read_to_bytes<B>(body: B, limits: &Limits) -> Result<Bytes, ApiError>
+/// does not arrive within `bodyReadTimeoutMs` (a body trickled forever is cut off), 503
+/// when the [`BodyBudget`] has no room for its next chunk.
+pub async fn read_to_bytes<B>(
+    body: B,
+    limits: &Limits,
+    budget: &BodyBudget,
+) -> Result<ReadBody, ApiError>
 where
     B: Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B::Error: std::fmt::Display,
 {
     if body.size_hint().lower() > limits.max_body_bytes as u64 {
         return Err(too_large(limits));
     }
-    let limited = Limited::new(body, limits.max_body_bytes);
-    match tokio::time::timeout(limits.body_read_timeout, limited.collect()).await {
+    match tokio::time::timeout(limits.body_read_timeout, collect(body, limits, budget)).await {
         Err(_) => Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             format!(
@@ -27,12 +95,39 @@ where
                 limits.body_read_timeout.as_millis()
             ),
         )),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large(limits)),
-        Ok(Err(e)) => Err(ApiError::bad_request(format!(
-            "cannot read the request body: {e}"
-        ))),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(result) => result,
     }
+}
+
+/// The body's data frames, each paid for from the budget before it is kept.
+async fn collect<B>(body: B, limits: &Limits, budget: &BodyBudget) -> Result<ReadBody, ApiError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
+    let mut body = std::pin::pin!(body);
+    let mut buffer = BytesMut::new();
+    let mut held: Option<OwnedSemaphorePermit> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers: nothing to keep
+        };
+        if buffer.len() + data.len() > limits.max_body_bytes {
+            return Err(too_large(limits));
+        }
+        let permit = budget.take(data.len())?;
+        match &mut held {
+            Some(all) => all.merge(permit),
+            None => held = Some(permit),
+        }
+        buffer.extend_from_slice(&data);
+    }
+    Ok(ReadBody {
+        bytes: buffer.freeze(),
+        _held: held,
+    })
 }
 
 fn too_large(limits: &Limits) -> ApiError {

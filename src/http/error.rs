@@ -9,7 +9,7 @@ use http::{Response, StatusCode};
 use super::response::{self, ResponseBody};
 use crate::authz::Denied;
 use crate::disk::{DiskError, DiskLow};
-use crate::kv::StoreError;
+use crate::kv::{NamespaceQuota, StoreError, StoreQuota};
 use crate::tasks::StartFailure;
 
 /// A failed request: the status code and a message naming what was wrong.
@@ -107,6 +107,33 @@ pub fn namespace_full(namespace: &str, key: &str, limit: u64) -> ApiError {
     )
 }
 
+/// A new key or namespace refused by a store-wide quota.
+pub fn store_full(quota: StoreQuota) -> ApiError {
+    let (limit, what, key) = match quota {
+        StoreQuota::Namespaces(n) => (n, "namespaces", "ButlerEdge.limits.maxNamespaces"),
+        StoreQuota::Keys(n) => (n, "keys", "ButlerEdge.limits.maxKeys"),
+    };
+    ApiError::new(
+        StatusCode::CONFLICT,
+        format!(
+            "The key-value store already holds its limit of {limit} {what} ({key}); nothing \
+             was stored. Delete keys or namespaces that are no longer needed, or raise the limit"
+        ),
+    )
+}
+
+/// A new namespace refused by the writing client's own namespace quota.
+pub fn client_namespaces_full(quota: &NamespaceQuota) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        format!(
+            "Client {} already has its limit of {} namespaces ({}); no new namespace was \
+             created. Delete namespaces it no longer needs, or raise the limit",
+            quota.client, quota.max, quota.config_key
+        ),
+    )
+}
+
 /// A start request that started nothing: each reason's status, and a message saying so.
 impl From<StartFailure> for ApiError {
     fn from(failure: StartFailure) -> Self {
@@ -175,6 +202,10 @@ impl From<StartFailure> for ApiError {
                 namespace_full(&namespace, &key, limit),
                 "No task was started.",
             ),
+            StartFailure::StoreFull(quota) => with(store_full(quota), "No task was started."),
+            StartFailure::ClientNamespacesFull(quota) => {
+                with(client_namespaces_full(&quota), "No task was started.")
+            }
         }
     }
 }

@@ -12,6 +12,11 @@ use hyper::body::Incoming;
 use super::response::ResponseBody;
 use crate::authz::Access;
 
+/// The address a request came from, in its extensions (set by the server for every
+/// request): without client certificates it is what tells callers apart.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
 /// Answers requests. One instance serves every connection.
 pub trait Handler: Send + Sync + 'static {
     /// Answers one request from a caller with the permissions `access`.

@@ -42,12 +42,12 @@ use tokio::sync::{Semaphore, watch};
 
 use super::access_log;
 use super::connections::{Admission, Connection, Registry, Tracked};
-use super::handler::Handler;
+use super::handler::{Handler, PeerAddr};
 use super::response::ResponseBody;
 use crate::authz::{Caller, CertIdentity};
 use crate::config::Limits;
 use crate::metrics::Metrics;
-use crate::security::SecurityHandle;
+use crate::security::{SecurityHandle, handshake_log};
 use crate::systemd::AcceptProbe;
 
 /// Resolves when shutdown has been requested.
@@ -173,17 +173,40 @@ pub async fn serve<H: Handler>(
     drain(&registry, state.shutdown_timeout).await;
 }
 
-/// hyper's HTTP/1.1 and HTTP/2 server with our header read timeout.
+/// hyper's HTTP/1.1 and HTTP/2 server with our header read timeout and a memory bound per
+/// connection. hyper's HTTP/2 defaults (200 streams, 1 MiB windows) let one connection pin
+/// about 200 MiB of unread body data; here a connection may open `maxStreamsPerConnection`
+/// streams, each stream may have at most [`STREAM_WINDOW`] (or `maxBodyBytes`, if smaller)
+/// unread, and the connection [`CONNECTION_WINDOW`] in all. What is read counts against the
+/// process-wide body budget (`super::body`).
 fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(H1_READ_BUFFER)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    let stream_window = (limits.max_body_bytes as u32).clamp(16 * 1024, STREAM_WINDOW);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        .initial_stream_window_size(stream_window)
+        .initial_connection_window_size(CONNECTION_WINDOW.max(stream_window))
+        .max_send_buf_size(SEND_BUFFER);
     builder
 }
+
+/// Unread body data one HTTP/2 stream may have in flight.
+const STREAM_WINDOW: u32 = 256 * 1024;
+/// Unread body data one HTTP/2 connection may have in flight, over all its streams.
+const CONNECTION_WINDOW: u32 = 1024 * 1024;
+/// Response bytes hyper buffers per HTTP/2 stream before waiting for the peer to read.
+const SEND_BUFFER: usize = 256 * 1024;
+/// hyper's HTTP/1.1 read buffer ceiling (its default is about 400 KiB per connection); request
+/// heads beyond it get 431. Butler's callers send heads of a few hundred bytes.
+const H1_READ_BUFFER: usize = 64 * 1024;
 
 /// Waits for `wanted` while answering the watchdog's probe (which proves this loop is still
 /// polled); `None` once shutdown has been requested.
@@ -282,7 +305,9 @@ async fn run_connection<H: Handler>(
                     tracing::debug!(peer = %peer, "connection closed before a TLS handshake");
                 }
                 Ok(Err(e)) => {
-                    tracing::info!(peer = %peer, error = %e, "TLS handshake failed; connection closed");
+                    if handshake_log::may_log() {
+                        tracing::info!(peer = %peer, error = %e, "TLS handshake failed; connection closed");
+                    }
                 }
                 Err(_) => {
                     tracing::info!(
@@ -313,7 +338,8 @@ fn request_service<H: Handler>(
              + 'static,
 > {
     let requests = connection.requests();
-    service_fn(move |req: http::Request<Incoming>| {
+    service_fn(move |mut req: http::Request<Incoming>| {
+        req.extensions_mut().insert(PeerAddr(peer));
         let state = state.clone();
         // In flight from here until hyper has taken the whole response body.
         let in_flight = requests.start();

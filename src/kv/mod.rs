@@ -26,7 +26,9 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use slot::DbSlot;
 
 use schema::{EXPIRY, KV, NAMESPACES};
-pub use writer::{Rejected, WriteOp, WriteOutcome, WriterStats};
+pub use writer::{
+    NamespaceQuota, Quotas, Rejected, StoreQuota, WriteOp, WriteOutcome, WriterStats,
+};
 
 /// redb's page cache. Its default (1 GiB) lets the process grow with the database
 /// (about 200 MiB resident at a million keys); an appliance wants a bound. 32 MiB
@@ -189,7 +191,7 @@ struct Inner {
 impl Store {
     /// Opens (or creates) the database in `data_dir`. Must be called inside a tokio
     /// runtime: it starts the expiry sweeper task.
-    pub fn open(data_dir: &Path, max_keys_per_namespace: u64) -> Result<Store, StoreError> {
+    pub fn open(data_dir: &Path, quotas: Quotas) -> Result<Store, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
             path: data_dir.to_path_buf(),
             source,
@@ -202,7 +204,7 @@ impl Store {
         })?;
         let db = DbSlot::new(path.clone(), db);
         let sweeper = expiry::Sweeper::new();
-        let writer = writer::spawn(db.clone(), max_keys_per_namespace, sweeper.clone())?;
+        let writer = writer::spawn(db.clone(), quotas, sweeper.clone())?;
         let store = Store {
             inner: Arc::new(Inner {
                 db,
@@ -238,7 +240,9 @@ impl Store {
 
     /// Applies write operations in one durable transaction (possibly shared with
     /// other callers' operations) and returns one outcome per operation, in order.
-    /// `Ok` means the transaction was committed and fsynced.
+    /// `Ok` means the transaction was committed and fsynced. The puts in `ops` are all or
+    /// none: when one is refused (its namespace full), none is applied and the others
+    /// answer [`WriteOutcome::NotApplied`].
     pub async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>, StoreError> {
         self.inner.writer.submit(ops).await
     }

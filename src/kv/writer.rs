@@ -9,18 +9,21 @@
 //!
 //! Each operation's outcome (stored, deleted, or rejected for a reason the caller
 //! can fix) is decided inside the transaction, so checks like the namespace key
-//! limit cannot race with other writers. A storage error fails every request in
+//! limit cannot race with other writers. The puts of one request are applied all or
+//! none: if one would overfill its namespace, none of them is (a start request's
+//! key-value items must not be left half-stored when the start is refused). A storage error fails every request in
 //! the batch and commits none of them: nothing is acknowledged that is not on disk.
 //! Each caller gets the error's kind (a full disk stays a full disk, for a 507), and
 //! before they get it the database is reopened if redb latched the failure
 //! ([`super::slot`]), so neither the next write nor the next read meets a dead handle.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use redb::{Durability, ReadableTable, Table, WriteTransaction};
+use redb::{Durability, ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 use tokio::sync::{Mutex, oneshot};
 
 use super::expiry::Sweeper;
@@ -45,6 +48,9 @@ pub enum WriteOp {
         key: String,
         value: String,
         expires_at: u64,
+        /// The writing client's namespace quota, when it has one: a new namespace is
+        /// refused once the client's patterns match `max` namespaces.
+        within: Option<Arc<NamespaceQuota>>,
     },
     DeleteKey {
         namespace: String,
@@ -70,13 +76,50 @@ pub enum WriteOutcome {
     Purged(u64),
     /// The operation was refused; nothing changed for it.
     Rejected(Rejected),
+    /// Not applied because another put of the same request was refused (all or none).
+    NotApplied,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rejected {
-    NamespaceFull { limit: u64 },
+    NamespaceFull {
+        limit: u64,
+    },
+    /// The whole store holds its limit of keys or of namespaces.
+    StoreFull(StoreQuota),
+    /// The writing client's namespace patterns already match its limit of namespaces.
+    ClientNamespacesFull(Arc<NamespaceQuota>),
     NamespaceNotFound,
     KeyNotFound,
+}
+
+/// How much the store may hold (`Butler.keyValueStore.maxKeysPerNamespace`,
+/// `ButlerEdge.limits.maxNamespaces`, `ButlerEdge.limits.maxKeys`). Without the store-wide
+/// two, a caller could create namespaces without end, each within its own key limit.
+#[derive(Debug, Clone, Copy)]
+pub struct Quotas {
+    pub keys_per_namespace: u64,
+    pub namespaces: u64,
+    pub keys: u64,
+}
+
+/// How many namespaces a client restricted to namespace patterns may have: those its
+/// patterns match (`exact` names and `prefixes`) count, whoever created them.
+#[derive(Debug, PartialEq, Eq)]
+pub struct NamespaceQuota {
+    pub exact: Vec<String>,
+    pub prefixes: Vec<String>,
+    pub max: u64,
+    /// The client and config key, for the message (`clients[1] "ERP"`).
+    pub client: String,
+    pub config_key: String,
+}
+
+/// A store-wide limit that refused a new key or namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreQuota {
+    Namespaces(u64),
+    Keys(u64),
 }
 
 /// Counters for metrics: how well group commit is working.
@@ -108,25 +151,13 @@ pub struct Handle {
     pub stats: Arc<WriterStats>,
 }
 
-pub fn spawn(
-    db: Arc<DbSlot>,
-    max_keys_per_namespace: u64,
-    sweeper: Sweeper,
-) -> Result<Handle, StoreError> {
+pub fn spawn(db: Arc<DbSlot>, quotas: Quotas, sweeper: Sweeper) -> Result<Handle, StoreError> {
     let (sender, receiver) = mpsc::channel();
     let stats = Arc::new(WriterStats::default());
     let thread_stats = stats.clone();
     let thread = std::thread::Builder::new()
         .name("kv-writer".into())
-        .spawn(move || {
-            run(
-                &db,
-                receiver,
-                max_keys_per_namespace,
-                &sweeper,
-                &thread_stats,
-            )
-        })
+        .spawn(move || run(&db, receiver, quotas, &sweeper, &thread_stats))
         .map_err(|e| StoreError::Db(format!("cannot start the writer thread: {e}")))?;
     Ok(Handle {
         sender: std::sync::Mutex::new(Some(sender)),
@@ -174,7 +205,7 @@ impl Handle {
 fn run(
     db: &Arc<DbSlot>,
     receiver: mpsc::Receiver<Message>,
-    max_keys: u64,
+    quotas: Quotas,
     sweeper: &Sweeper,
     stats: &WriterStats,
 ) {
@@ -218,7 +249,7 @@ fn run(
                 _ => None,
             })
             .min();
-        match commit_batch(db, &requests, max_keys, stats) {
+        match commit_batch(db, &requests, quotas, stats) {
             Ok(outcomes) => {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
                 stats
@@ -294,7 +325,7 @@ impl Tables<'_> {
 fn commit_batch(
     slot: &DbSlot,
     requests: &[(Vec<WriteOp>, Reply)],
-    max_keys: u64,
+    quotas: Quotas,
     stats: &WriterStats,
 ) -> Result<Vec<Vec<WriteOutcome>>, StoreError> {
     let db = slot.for_write(payload_bytes(requests))?;
@@ -315,9 +346,13 @@ fn commit_batch(
         let now = now_ms();
         purged = purge_expired(&mut t, now)?;
         for (ops, _) in requests {
+            if let Some(refused) = refused_put(&t, ops, quotas)? {
+                all.push(all_refused(ops.len(), refused));
+                continue;
+            }
             let mut outcomes = Vec::with_capacity(ops.len());
             for op in ops {
-                let outcome = apply(&mut t, op, max_keys, now)?;
+                let outcome = apply(&mut t, op, quotas, now)?;
                 if let WriteOutcome::Purged(n) = outcome {
                     purged += n;
                 }
@@ -333,6 +368,120 @@ fn commit_batch(
     stats.expired_removed.fetch_add(purged, Ordering::Relaxed);
     slot.committed();
     Ok(all)
+}
+
+/// The first put of `ops` that would find its namespace full once the request's earlier
+/// puts are in, with why; `None` when all fit. Only puts are counted: a delete in the
+/// same request could make room, so this may refuse a request that would just have fit,
+/// never the other way round.
+fn refused_put(
+    t: &Tables,
+    ops: &[WriteOp],
+    quotas: Quotas,
+) -> Result<Option<(usize, Rejected)>, StoreError> {
+    if ops.len() < 2 {
+        return Ok(None);
+    }
+    let stored_keys = t.kv.len().map_err(db_err)?;
+    let stored_namespaces = t.namespaces.len().map_err(db_err)?;
+    let (mut added_keys, mut added_namespaces) = (0u64, 0u64);
+    let mut new_keys: HashMap<&str, HashSet<&str>> = HashMap::new();
+    for (index, op) in ops.iter().enumerate() {
+        let WriteOp::Put { namespace, key, .. } = op else {
+            continue;
+        };
+        if t.kv
+            .get((namespace.as_str(), key.as_str()))
+            .map_err(db_err)?
+            .is_some()
+        {
+            continue;
+        }
+        let pending = new_keys.entry(namespace.as_str()).or_default();
+        if !pending.insert(key.as_str()) {
+            continue;
+        }
+        // The namespace's key count, `None` for a namespace not created yet.
+        let stored = t.namespace(namespace)?.map(|(count, _, _)| count);
+        if stored.is_none() && pending.len() == 1 {
+            added_namespaces += 1;
+            if let WriteOp::Put {
+                within: Some(quota),
+                ..
+            } = op
+                && matching_namespaces(t, quota)? + added_namespaces > quota.max
+            {
+                return Ok(Some((index, Rejected::ClientNamespacesFull(quota.clone()))));
+            }
+        }
+        added_keys += 1;
+        let limit = quotas.keys_per_namespace;
+        if stored.unwrap_or(0) + pending.len() as u64 > limit {
+            return Ok(Some((index, Rejected::NamespaceFull { limit })));
+        }
+        if stored_namespaces + added_namespaces > quotas.namespaces {
+            let quota = StoreQuota::Namespaces(quotas.namespaces);
+            return Ok(Some((index, Rejected::StoreFull(quota))));
+        }
+        if stored_keys + added_keys > quotas.keys {
+            return Ok(Some((
+                index,
+                Rejected::StoreFull(StoreQuota::Keys(quotas.keys)),
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// How many stored namespaces `quota`'s patterns match, counted up to its `max` (a range
+/// scan per prefix, stopped there).
+fn matching_namespaces(t: &Tables, quota: &NamespaceQuota) -> Result<u64, StoreError> {
+    let mut count = 0u64;
+    for prefix in &quota.prefixes {
+        for entry in t.namespaces.range(prefix.as_str()..).map_err(db_err)? {
+            let (name, _) = entry.map_err(db_err)?;
+            if !name.value().starts_with(prefix.as_str()) || count >= quota.max {
+                break;
+            }
+            count += 1;
+        }
+    }
+    for name in &quota.exact {
+        let under_a_prefix = quota.prefixes.iter().any(|p| name.starts_with(p.as_str()));
+        if !under_a_prefix && t.namespaces.get(name.as_str()).map_err(db_err)?.is_some() {
+            count += 1;
+        }
+    }
+    Ok(count)
+}
+
+/// The store-wide limit a new key (in a new namespace when `new_namespace`) would pass.
+fn store_quota_reached(
+    t: &Tables,
+    new_namespace: bool,
+    quotas: Quotas,
+) -> Result<Option<StoreQuota>, StoreError> {
+    if new_namespace && t.namespaces.len().map_err(db_err)? >= quotas.namespaces {
+        return Ok(Some(StoreQuota::Namespaces(quotas.namespaces)));
+    }
+    if t.kv.len().map_err(db_err)? >= quotas.keys {
+        return Ok(Some(StoreQuota::Keys(quotas.keys)));
+    }
+    Ok(None)
+}
+
+/// The outcomes of a request refused as a whole: the refused operation says why, the
+/// others that they were not applied.
+fn all_refused(len: usize, (index, why): (usize, Rejected)) -> Vec<WriteOutcome> {
+    (0..len)
+        .map(|i| {
+            if i == index {
+                WriteOutcome::Rejected(why.clone())
+            } else {
+                WriteOutcome::NotApplied
+            }
+        })
+        .collect()
 }
 
 /// Roughly what a batch adds to the database (keys and values), for the free-space
@@ -366,7 +515,7 @@ fn ops_bytes(ops: &[WriteOp]) -> u64 {
 fn apply(
     t: &mut Tables,
     op: &WriteOp,
-    max_keys: u64,
+    quotas: Quotas,
     now: u64,
 ) -> Result<WriteOutcome, StoreError> {
     match op {
@@ -375,11 +524,25 @@ fn apply(
             key,
             value,
             expires_at,
-        } => put(t, namespace, key, value, *expires_at, max_keys, now),
+            within,
+        } => {
+            let limits = NewKeyLimits {
+                quotas,
+                within: within.as_ref(),
+            };
+            put(t, namespace, key, value, *expires_at, limits, now)
+        }
         WriteOp::DeleteKey { namespace, key } => delete_key(t, namespace, key, now),
         WriteOp::DeleteNamespace { namespace } => delete_namespace(t, namespace),
         WriteOp::PurgeExpired { now } => Ok(WriteOutcome::Purged(purge_expired(t, *now)?)),
     }
+}
+
+/// What a new key must fit in: the store's quotas and the writing client's, if any.
+#[derive(Clone, Copy)]
+struct NewKeyLimits<'a> {
+    quotas: Quotas,
+    within: Option<&'a Arc<NamespaceQuota>>,
 }
 
 /// Creates or overwrites a pair: a new key counts against the namespace's limit and goes to
@@ -390,9 +553,10 @@ fn put(
     key: &str,
     value: &str,
     expires_at: u64,
-    max_keys: u64,
+    limits: NewKeyLimits<'_>,
     now: u64,
 ) -> Result<WriteOutcome, StoreError> {
+    let NewKeyLimits { quotas, within } = limits;
     let existing = t.kv.get((namespace, key)).map_err(db_err)?.map(|guard| {
         let (deadline, seq, _) = guard.value();
         (deadline, seq)
@@ -422,13 +586,24 @@ fn put(
             }
         }
         (None, row) => {
+            let new_namespace = row.is_none();
+            if let Some(quota) = store_quota_reached(t, new_namespace, quotas)? {
+                return Ok(WriteOutcome::Rejected(Rejected::StoreFull(quota)));
+            }
+            if let Some(quota) = within.filter(|_| new_namespace)
+                && matching_namespaces(t, quota)? >= quota.max
+            {
+                return Ok(WriteOutcome::Rejected(Rejected::ClientNamespacesFull(
+                    quota.clone(),
+                )));
+            }
             let (count, ns_seq, next) = match row {
                 Some(row) => row,
                 None => (0, t.take_namespace_seq()?, 1),
             };
-            if count >= max_keys {
+            if count >= quotas.keys_per_namespace {
                 return Ok(WriteOutcome::Rejected(Rejected::NamespaceFull {
-                    limit: max_keys,
+                    limit: quotas.keys_per_namespace,
                 }));
             }
             (

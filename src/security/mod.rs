@@ -8,8 +8,10 @@
 //! that fails (a bad file, a config error) changes nothing and says why.
 //!
 //! [`tls`] builds the rustls server configuration from the files; [`inventory`] lists the
-//! certificate files a config uses and how close they are to expiry.
+//! certificate files a config uses and how close they are to expiry; [`handshake_log`]
+//! bounds the lines failed handshakes write.
 
+pub mod handshake_log;
 pub mod inventory;
 pub mod tls;
 

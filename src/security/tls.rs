@@ -90,8 +90,10 @@ pub fn server_config(
         .map_err(|e| TlsSetupError::Other(format!("TLS protocol versions: {e}")))?;
     let builder = if client_auth.enable {
         let mut roots = RootCertStore::empty();
+        let mut cas = Vec::new();
         for path in &client_auth.ca {
             for cert in read_certs("ButlerEdge.clientAuth.ca", path)? {
+                cas.push(cert.clone());
                 roots.add(cert).map_err(|e| {
                     file_error(
                         "ButlerEdge.clientAuth.ca",
@@ -103,7 +105,12 @@ pub fn server_config(
         }
         let mut crls = Vec::new();
         for path in &client_auth.crl {
-            crls.extend(pki::crls(path).map_err(unusable("ButlerEdge.clientAuth.crl", path))?);
+            let in_file = pki::crls(path).map_err(unusable("ButlerEdge.clientAuth.crl", path))?;
+            for crl in &in_file {
+                pki::check_crl_signature(crl, &cas)
+                    .map_err(unusable("ButlerEdge.clientAuth.crl", path))?;
+            }
+            crls.extend(in_file);
         }
         // CRLs are checked for the CAs that issued them; certificates of a CA with no CRL
         // configured are accepted when otherwise valid (a missing CRL is not a revocation).
@@ -136,6 +143,15 @@ pub fn server_config(
         )),
     })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    if client_auth.enable {
+        // A resumed session skips the client certificate check: a certificate that expired
+        // (or a CA removed on reload) would keep getting in for the session's lifetime. So
+        // with client certificates required, no session is stored and no TLS 1.3 ticket is
+        // sent, and every new connection verifies the certificate. Sense's REST connector
+        // keeps its connections alive, so the full handshake is paid once per connection.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    }
     Ok(config)
 }
 
@@ -179,6 +195,9 @@ impl ClientCertVerifier for NamingVerifier {
         self.inner
             .verify_client_cert(end_entity, intermediates, now)
             .inspect_err(|e| {
+                if !super::handshake_log::may_log() {
+                    return;
+                }
                 tracing::info!(
                     client = %CertIdentity::from_der(end_entity).label(),
                     error = %e,

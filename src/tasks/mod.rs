@@ -8,16 +8,16 @@
 //! what a request promises besides the start: `Idempotency-Key` and the disk checks.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::future::{join_all, try_join_all};
 use serde::Serialize;
-use tokio::sync::Semaphore;
 
 use crate::qrs::{QrsClient, QrsError, StartOutcome, TaskInfo};
+use fair_slots::{FairSlots, Slot};
 
+mod fair_slots;
 mod service;
 pub use service::{
     Idempotency, ItemsNotStored, KeyValueTarget, StartFailure, StartService, Started,
@@ -84,13 +84,19 @@ pub struct StartRequest {
     pub all_task_ids_must_exist: bool,
     /// Hold the answer until the started tasks have finished (bounded by the wait timeout).
     pub wait: bool,
+    /// Who asks (a client identity, or a caller's address without client certificates): the
+    /// QRS call slots are shared fairly between callers.
+    pub caller: String,
 }
 
 /// Tuning of the starter (`ButlerEdge.qrs`).
 #[derive(Clone, Debug)]
 pub struct StarterSettings {
-    /// QRS calls in flight at once, over all requests.
+    /// QRS calls in flight at once, over all requests, shared fairly between callers.
     pub max_concurrent_calls: usize,
+    /// The most items one start request may carry (`ButlerEdge.qrs.maxItemsPerRequest`):
+    /// each distinct tag and custom property is one QRS lookup.
+    pub max_items_per_request: usize,
     /// All the QRS work of one request (lookups and starts, not `?wait=true`'s wait) must
     /// be done within this, so that a caller gets its answer in bounded time however many
     /// QRS calls the request needs (`ButlerEdge.qrs.requestDeadlineMs`).
@@ -237,7 +243,12 @@ impl<'r> Plan<'r> {
             BodyItem::TaskId(id) => Some(id),
             _ => None,
         });
+        // An id named twice is one id: looked up, started and reported once.
+        let mut seen_ids: HashSet<&str> = HashSet::new();
         for id in path_id.into_iter().chain(body_ids) {
+            if !seen_ids.insert(id.as_str()) {
+                continue;
+            }
             if !is_task_guid(id) {
                 ids.push((id, false));
             } else if !policy.allows_task_id(id) {
@@ -261,7 +272,25 @@ impl<'r> Plan<'r> {
             cps: Vec::new(),
             key_values: Vec::new(),
         };
+        // A tag or custom property named twice is one QRS lookup and one report entry. QRS
+        // compares tag names without regard to case, so allowed `Nightly` and `NIGHTLY` are
+        // one lookup too (reported as first written). The allow-list itself compares exactly
+        // (a variant it does not list is refused, never widened), so refused tags are told
+        // apart exactly.
+        let mut seen_tags: HashSet<(bool, String)> = HashSet::new();
+        let mut seen_cps: HashSet<(&str, &str)> = HashSet::new();
         for item in &request.items {
+            let repeated = match item {
+                BodyItem::Tag(tag) if policy.allows_tag(tag) => {
+                    !seen_tags.insert((true, tag.to_lowercase()))
+                }
+                BodyItem::Tag(tag) => !seen_tags.insert((false, tag.clone())),
+                BodyItem::CustomProperty { name, value } => !seen_cps.insert((name, value)),
+                _ => false,
+            };
+            if repeated {
+                continue;
+            }
             match item {
                 BodyItem::Tag(tag) if policy.allows_tag(tag) => plan.tags.push(tag),
                 BodyItem::Tag(tag) => {
@@ -370,17 +399,21 @@ fn distinct_tasks(
 pub struct Starter {
     qrs: QrsClient,
     settings: StarterSettings,
-    permits: Arc<Semaphore>,
+    slots: FairSlots,
 }
 
 impl Starter {
     pub fn new(qrs: QrsClient, settings: StarterSettings) -> Starter {
-        let permits = Arc::new(Semaphore::new(settings.max_concurrent_calls.max(1)));
+        let slots = FairSlots::new(settings.max_concurrent_calls);
         Starter {
             qrs,
             settings,
-            permits,
+            slots,
         }
+    }
+
+    pub fn settings(&self) -> &StarterSettings {
+        &self.settings
     }
 
     pub fn qrs_host(&self) -> &str {
@@ -407,6 +440,7 @@ impl Starter {
     {
         let mut report = StartReport::default();
         let deadline = tokio::time::Instant::now() + self.settings.request_deadline;
+        let caller = request.caller.as_str();
         // 1-2. What is asked for and allowed (the allow-list refusals go in the report).
         let plan = Plan::of(request, policy, &mut report);
 
@@ -414,9 +448,9 @@ impl Starter {
         //    custom properties. Any failure here means nothing is started.
         let lookups = async {
             tokio::try_join!(
-                self.lookup_ids(&plan.id_candidates),
-                try_join_all(plan.tags.iter().map(|tag| self.lookup_tag(tag))),
-                try_join_all(plan.cps.iter().map(|(n, v)| self.lookup_cp(n, v))),
+                self.lookup_ids(caller, &plan.id_candidates),
+                try_join_all(plan.tags.iter().map(|tag| self.lookup_tag(caller, tag))),
+                try_join_all(plan.cps.iter().map(|(n, v)| self.lookup_cp(caller, n, v))),
             )
         };
         let (known, tag_tasks, cp_tasks) = tokio::time::timeout_at(deadline, lookups)
@@ -439,7 +473,12 @@ impl Starter {
             return Err(StartError::Deadline(self.settings.request_deadline));
         }
         let started_at = Instant::now();
-        let outcomes = join_all(distinct.iter().map(|t| self.start_before(t, deadline))).await;
+        let outcomes = join_all(
+            distinct
+                .iter()
+                .map(|t| self.start_before(caller, t, deadline)),
+        )
+        .await;
         let mut outcome_by_id: HashMap<String, Outcome> = distinct
             .iter()
             .map(|t| t.id.clone())
@@ -448,7 +487,7 @@ impl Starter {
 
         // 6. With ?wait=true, follow each started run to its end (bounded).
         if request.wait {
-            report.wait = Some(self.wait_all(&mut outcome_by_id, started_at).await);
+            report.wait = Some(self.wait_all(caller, &mut outcome_by_id, started_at).await);
         }
 
         // 7. Report: started tasks where Butler lists them, failed ones once in `failed`.
@@ -461,14 +500,18 @@ impl Starter {
     /// run's final status in its outcome.
     async fn wait_all(
         &self,
+        caller: &str,
         outcome_by_id: &mut HashMap<String, Outcome>,
         started_at: Instant,
     ) -> WaitReport {
         let deadline = started_at + self.settings.wait_timeout;
         let waits = outcome_by_id.iter().filter_map(|(id, o)| match o {
-            Outcome::Started { session_id, .. } => {
-                Some(async move { (id.clone(), self.wait_for(session_id, deadline).await) })
-            }
+            Outcome::Started { session_id, .. } => Some(async move {
+                (
+                    id.clone(),
+                    self.wait_for(caller, session_id, deadline).await,
+                )
+            }),
             Outcome::Failed(_) => None,
         });
         let finished = join_all(waits).await;
@@ -487,14 +530,18 @@ impl Starter {
         }
     }
 
-    async fn lookup_ids(&self, ids: &[String]) -> Result<HashMap<String, TaskInfo>, QrsError> {
+    async fn lookup_ids(
+        &self,
+        caller: &str,
+        ids: &[String],
+    ) -> Result<HashMap<String, TaskInfo>, QrsError> {
         let mut unique: Vec<&str> = ids.iter().map(String::as_str).collect();
         unique.sort_unstable();
         unique.dedup();
         if unique.is_empty() {
             return Ok(HashMap::new());
         }
-        let _permit = self.permit().await;
+        let _permit = self.permit(caller).await;
         let tasks = self.qrs.tasks_by_ids(&unique).await?;
         // QRS compares GUIDs case-insensitively; key by our (lower-case) form.
         Ok(tasks
@@ -503,23 +550,33 @@ impl Starter {
             .collect())
     }
 
-    async fn lookup_tag(&self, tag: &str) -> Result<Vec<TaskInfo>, QrsError> {
-        let _permit = self.permit().await;
+    async fn lookup_tag(&self, caller: &str, tag: &str) -> Result<Vec<TaskInfo>, QrsError> {
+        let _permit = self.permit(caller).await;
         self.qrs.tasks_by_tag(tag).await
     }
 
-    async fn lookup_cp(&self, name: &str, value: &str) -> Result<Vec<TaskInfo>, QrsError> {
-        let _permit = self.permit().await;
+    async fn lookup_cp(
+        &self,
+        caller: &str,
+        name: &str,
+        value: &str,
+    ) -> Result<Vec<TaskInfo>, QrsError> {
+        let _permit = self.permit(caller).await;
         self.qrs.tasks_by_custom_property(name, value).await
     }
 
     /// Starts a task unless `deadline` passes first. A start not yet sent at the deadline
     /// is dropped, never sent: nothing is started after the caller got its answer.
-    async fn start_before(&self, task: &TaskInfo, deadline: tokio::time::Instant) -> Outcome {
+    async fn start_before(
+        &self,
+        caller: &str,
+        task: &TaskInfo,
+        deadline: tokio::time::Instant,
+    ) -> Outcome {
         let sent = AtomicBool::new(false);
         let ms = self.settings.request_deadline.as_millis();
         let outcome =
-            tokio::time::timeout_at(deadline, self.start_one(task, deadline, &sent)).await;
+            tokio::time::timeout_at(deadline, self.start_one(caller, task, deadline, &sent)).await;
         let not_started = || {
             Outcome::Failed(format!(
                 "not started: the start request's deadline of {ms} ms \
@@ -547,11 +604,12 @@ impl Starter {
     /// deadline itself is taken here; this check keeps that start from going out.)
     async fn start_one(
         &self,
+        caller: &str,
         task: &TaskInfo,
         deadline: tokio::time::Instant,
         sent: &AtomicBool,
     ) -> Option<Outcome> {
-        let _permit = self.permit().await;
+        let _permit = self.permit(caller).await;
         if tokio::time::Instant::now() >= deadline {
             return None;
         }
@@ -560,6 +618,13 @@ impl Starter {
     }
 
     async fn start_now(&self, task: &TaskInfo) -> Outcome {
+        // Task ids from QRS's answers go into a URL path: only a GUID is used there.
+        if !is_task_guid(&task.id.to_ascii_lowercase()) {
+            return Outcome::Failed(format!(
+                "not started: QRS listed this task under an id that is not a GUID ({:?})",
+                task.id
+            ));
+        }
         match self.qrs.start_task(&task.id).await {
             Ok(StartOutcome::Started { session_id }) => {
                 tracing::info!(task_id = %task.id, session_id = %session_id, "task started");
@@ -591,10 +656,14 @@ impl Starter {
 
     /// Polls an execution session until QRS deletes it (the run has ended), then reads the
     /// final status. Returns QRS's status name, or [`STILL_RUNNING`] at the deadline.
-    async fn wait_for(&self, session_id: &str, deadline: Instant) -> String {
+    async fn wait_for(&self, caller: &str, session_id: &str, deadline: Instant) -> String {
+        // The session id goes into a URL path: only a GUID is used there.
+        if !is_task_guid(&session_id.to_ascii_lowercase()) {
+            return "Unknown (QRS answered with a session id that is not a GUID)".to_string();
+        }
         loop {
             let running = {
-                let _permit = self.permit().await;
+                let _permit = self.permit(caller).await;
                 self.qrs.execution_running(session_id).await
             };
             match running {
@@ -611,7 +680,7 @@ impl Starter {
             tokio::time::sleep(self.settings.wait_poll_interval.min(deadline - now)).await;
         }
         let results = {
-            let _permit = self.permit().await;
+            let _permit = self.permit(caller).await;
             self.qrs.execution_results(session_id).await
         };
         match results {
@@ -623,8 +692,9 @@ impl Starter {
         }
     }
 
-    async fn permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        self.permits.acquire().await.ok()
+    /// A QRS call slot for the request's caller, in its turn (see [`fair_slots`]).
+    async fn permit(&self, caller: &str) -> Slot {
+        self.slots.acquire(caller).await
     }
 }
 

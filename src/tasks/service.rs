@@ -8,11 +8,15 @@
 //! edge (`http::error`) gives each its status and message.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::{KeyValueItem, StartError, StartReport, StartRequest, StartTaskPolicy, Starter};
 use crate::disk::{DiskError, DiskGuard};
 use crate::kv::idempotency::{Answer, IdempotencyStore};
-use crate::kv::{Rejected, Store, StoreError, WriteOp, WriteOutcome, deadline_for, now_ms};
+use crate::kv::{
+    NamespaceQuota, Rejected, Store, StoreError, StoreQuota, WriteOp, WriteOutcome, deadline_for,
+    now_ms,
+};
 use crate::qrs::QrsError;
 
 /// What the start-task endpoint runs on. Built once at start-up.
@@ -26,17 +30,19 @@ pub struct StartService {
 
 /// Where a request's key-value items go: the store when the key-value API is served
 /// (`None`: they are ignored, as Butler does), and the free-disk guard when it is on.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Default)]
 pub struct KeyValueTarget<'a> {
     pub store: Option<&'a Store>,
     pub disk_guard: Option<&'a DiskGuard>,
+    /// The caller's namespace quota, if its client entry has one.
+    pub within: Option<Arc<NamespaceQuota>>,
 }
 
 /// A request's `Idempotency-Key`, scoped to its caller, and what makes it the same request.
 pub struct Idempotency {
     /// The key as the caller sent it (for messages and logs).
     pub key: String,
-    /// The caller's name: each caller has its own keys.
+    /// The caller's identity (`authz::Access::identity`): each caller has its own keys.
     pub caller: String,
     /// SHA-256 over the method, path, query and body.
     pub fingerprint: Vec<u8>,
@@ -85,6 +91,10 @@ pub enum StartFailure {
         key: String,
         limit: u64,
     },
+    /// The store holds its limit of keys or namespaces.
+    StoreFull(StoreQuota),
+    /// The caller's namespace patterns already match its limit of namespaces.
+    ClientNamespacesFull(Arc<NamespaceQuota>),
 }
 
 impl StartFailure {
@@ -109,6 +119,8 @@ pub enum ItemsNotStored {
         key: String,
         limit: u64,
     },
+    StoreFull(StoreQuota),
+    ClientNamespacesFull(Arc<NamespaceQuota>),
 }
 
 impl StartService {
@@ -130,10 +142,12 @@ impl StartService {
         {
             return Ok(Started::Replayed(answer));
         }
-        self.check_disk(request, idempotency.is_some(), items)?;
+        self.check_disk(request, idempotency.is_some(), &items)?;
         let report = self
             .starter
-            .run(request, policy, |kv| store_items(items.store, kv))
+            .run(request, policy, |kv| {
+                store_items(items.store, items.within, kv)
+            })
             .await
             .map_err(|e| self.failure(e))?;
         let body = serde_json::to_vec(&report).unwrap_or_default();
@@ -177,7 +191,7 @@ impl StartService {
         &self,
         request: &StartRequest,
         idempotent: bool,
-        items: KeyValueTarget<'_>,
+        items: &KeyValueTarget<'_>,
     ) -> Result<(), StartFailure> {
         let has_items = request
             .items
@@ -224,6 +238,12 @@ impl StartService {
                 key,
                 limit,
             },
+            StartError::KeyValue(ItemsNotStored::StoreFull(quota)) => {
+                StartFailure::StoreFull(quota)
+            }
+            StartError::KeyValue(ItemsNotStored::ClientNamespacesFull(quota)) => {
+                StartFailure::ClientNamespacesFull(quota)
+            }
         }
     }
 }
@@ -232,6 +252,7 @@ impl StartService {
 /// With the key-value API not served they are ignored, as Butler does.
 async fn store_items(
     store: Option<&Store>,
+    within: Option<Arc<NamespaceQuota>>,
     items: Vec<KeyValueItem>,
 ) -> Result<(), ItemsNotStored> {
     let Some(store) = store else {
@@ -249,6 +270,7 @@ async fn store_items(
             key: kv.key.clone(),
             value: kv.value.clone(),
             expires_at: kv.ttl_ms.map_or(0, |ttl| deadline_for(ttl as i64, now)),
+            within: within.clone(),
         })
         .collect();
     let outcomes = store
@@ -259,12 +281,21 @@ async fn store_items(
             db_file: store.path().to_path_buf(),
         })?;
     for (kv, outcome) in items.iter().zip(outcomes) {
-        if let WriteOutcome::Rejected(Rejected::NamespaceFull { limit }) = outcome {
-            return Err(ItemsNotStored::NamespaceFull {
-                namespace: kv.namespace.clone(),
-                key: kv.key.clone(),
-                limit,
-            });
+        match outcome {
+            WriteOutcome::Rejected(Rejected::NamespaceFull { limit }) => {
+                return Err(ItemsNotStored::NamespaceFull {
+                    namespace: kv.namespace.clone(),
+                    key: kv.key.clone(),
+                    limit,
+                });
+            }
+            WriteOutcome::Rejected(Rejected::StoreFull(quota)) => {
+                return Err(ItemsNotStored::StoreFull(quota));
+            }
+            WriteOutcome::Rejected(Rejected::ClientNamespacesFull(quota)) => {
+                return Err(ItemsNotStored::ClientNamespacesFull(quota));
+            }
+            _ => {}
         }
     }
     Ok(())

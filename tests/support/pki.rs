@@ -42,6 +42,8 @@ pub enum Validity {
     NotYetValid,
     /// From yesterday until this many days from now (for expiry warnings).
     EndsInDays(i64),
+    /// From yesterday until this many seconds from now (expires during a test).
+    EndsInSeconds(i64),
 }
 
 impl Validity {
@@ -53,6 +55,7 @@ impl Validity {
             Validity::Expired => (now - Duration::days(30), now - day),
             Validity::NotYetValid => (now + day, now + Duration::days(365)),
             Validity::EndsInDays(days) => (now - day, now + Duration::days(days)),
+            Validity::EndsInSeconds(s) => (now - day, now + Duration::seconds(s)),
         }
     }
 }

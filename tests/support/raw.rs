@@ -264,3 +264,59 @@ pub fn metric(port: u16, name: &str) -> u64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
 }
+
+/// Resident memory of `pid` in MiB, from `/proc/PID/status`.
+pub fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+/// One plain-HTTP/2 connection that opens `streams` POSTs, each sending `per_stream` bytes
+/// of body and then never ending it; held open until `hold` has passed.
+pub async fn h2_body_flood(port: u16, streams: usize, per_stream: usize, hold: Duration) {
+    use futures_util::StreamExt;
+    use http_body_util::StreamBody;
+    use hyper::body::{Bytes, Frame};
+    let Ok(tcp) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return;
+    };
+    let io = hyper_util::rt::TokioIo::new(tcp);
+    let Ok((sender, conn)) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await
+    else {
+        return;
+    };
+    let driver = tokio::spawn(conn);
+    let mut requests = Vec::new();
+    for i in 0..streams {
+        let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+        let chunks = per_stream.div_ceil(chunk.len());
+        let body = futures_util::stream::iter(
+            std::iter::repeat_n(chunk, chunks).map(|c| Ok::<_, std::io::Error>(Frame::data(c))),
+        )
+        .chain(futures_util::stream::pending());
+        let request =
+            hyper::Request::post(format!("http://127.0.0.1:{port}/v4/keyvalues/flood{i}"))
+                .header("content-type", "application/json")
+                .body(StreamBody::new(body))
+                .unwrap();
+        let mut sender = sender.clone();
+        requests.push(tokio::spawn(async move {
+            if sender.ready().await.is_ok() {
+                let _ = sender.send_request(request).await;
+            }
+        }));
+    }
+    tokio::time::sleep(hold).await;
+    for r in requests {
+        r.abort();
+    }
+    driver.abort();
+}
