@@ -87,22 +87,39 @@ pub fn run(args: &ConsoleArgs) {
 
 /// The screen's text, `BEGIN` to `END`. Nothing in it changes by the second, so an
 /// unchanged appliance prints an unchanged screen.
+///
+/// One helper per block of lines, top to bottom as the operator reads them.
 pub fn render(args: &ConsoleArgs) -> String {
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "?".into());
+    let addresses: Vec<IpAddr> = crate::init::default_addresses()
+        .into_iter()
+        .filter(|a| !a.is_loopback())
+        .collect();
+    let config = crate::config::Config::load(&args.config);
+
     let mut out = String::new();
     let _ = writeln!(out, "{BEGIN}");
+    out.push_str(&machine_lines(&hostname, &addresses));
+    out.push_str(&api_line(&config, &addresses, &hostname));
+    out.push_str(&ca_lines(&config, &args.pki_dir));
+    out.push_str(&health_lines(&args.health));
+    out.push_str(&provisioning_lines(&args.root));
+    out.push_str(&enrolment_lines(&args.enrol_status, &addresses));
+    let _ = writeln!(out, "{END}");
+    out
+}
+
+/// The version, host name and non-loopback addresses.
+fn machine_lines(hostname: &str, addresses: &[IpAddr]) -> String {
+    let mut out = String::new();
     let _ = writeln!(
         out,
         "version:      butler-edge {}",
         env!("CARGO_PKG_VERSION")
     );
-    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "?".into());
     let _ = writeln!(out, "host name:    {hostname}");
-    let addresses: Vec<IpAddr> = crate::init::default_addresses()
-        .into_iter()
-        .filter(|a| !a.is_loopback())
-        .collect();
     let _ = writeln!(
         out,
         "addresses:    {}",
@@ -116,9 +133,17 @@ pub fn render(args: &ConsoleArgs) -> String {
                 .join(", ")
         }
     );
+    out
+}
 
-    let config = crate::config::Config::load(&args.config);
-    match &config {
+/// Where the API answers (at the first address, else the host name), that it is off, or
+/// why the config cannot be read.
+fn api_line(
+    config: &Result<crate::config::Config, crate::config::ConfigError>,
+    addresses: &[IpAddr],
+    hostname: &str,
+) -> String {
+    match config {
         Ok(config) if config.rest.enable => {
             let scheme = if config.rest.tls.enable {
                 "https"
@@ -131,20 +156,23 @@ pub fn render(args: &ConsoleArgs) -> String {
                     IpAddr::V6(v6) => format!("[{v6}]"),
                     IpAddr::V4(v4) => v4.to_string(),
                 })
-                .unwrap_or(hostname.clone());
-            let _ = writeln!(out, "API:          {scheme}://{host}:{}/", config.rest.port);
+                .unwrap_or_else(|| hostname.to_string());
+            format!("API:          {scheme}://{host}:{}/\n", config.rest.port)
         }
-        Ok(_) => {
-            let _ = writeln!(
-                out,
-                "API:          off (Butler.restServerConfig.enable is false)"
-            );
-        }
-        Err(e) => {
-            let _ = writeln!(out, "API:          config problem: {e}");
-        }
+        Ok(_) => "API:          off (Butler.restServerConfig.enable is false)\n".to_string(),
+        Err(e) => format!("API:          config problem: {e}\n"),
     }
-    match crate::init::fingerprint_of_pem_file(&args.pki_dir.join("ca.crt")) {
+}
+
+/// The appliance CA's fingerprint (to compare when enrolling), and any site CA the config
+/// certifies callers with besides it.
+fn ca_lines(
+    config: &Result<crate::config::Config, crate::config::ConfigError>,
+    pki_dir: &Path,
+) -> String {
+    let mut out = String::new();
+    let appliance_ca = pki_dir.join("ca.crt");
+    match crate::init::fingerprint_of_pem_file(&appliance_ca) {
         Ok(fp) => {
             let _ = writeln!(out, "appliance CA: sha256 Fingerprint={fp}");
         }
@@ -155,20 +183,15 @@ pub fn render(args: &ConsoleArgs) -> String {
             );
         }
     }
-    if let Ok(config) = &config {
+    if let Ok(config) = config {
         for ca in &config.client_auth.ca {
-            if *ca != args.pki_dir.join("ca.crt")
+            if *ca != appliance_ca
                 && let Ok(fp) = crate::init::fingerprint_of_pem_file(ca)
             {
                 let _ = writeln!(out, "callers CA:   {} sha256 {fp}", ca.display());
             }
         }
     }
-
-    out.push_str(&health_lines(&args.health));
-    out.push_str(&provisioning_lines(&args.root));
-    out.push_str(&enrolment_lines(&args.enrol_status, &addresses));
-    let _ = writeln!(out, "{END}");
     out
 }
 

@@ -161,119 +161,167 @@ impl Shared {
 
 /// Runs the enrolment server until the bundle is handed out, the code expires or too many
 /// wrong codes were tried.
+///
+/// The steps: say so and stop when enrolment is closed already ([`closed_already`]), read
+/// the bundle and the server's certificate, serve until the gate closes ([`serve`]), then
+/// record how it ended ([`ending`]). Each step writes the status file the console reads.
 pub fn run(args: &EnrolArgs) -> Result<(), EnrolError> {
     let marker = args.state_dir.join(MARKER);
-    if marker.exists() {
-        let status = finished(
-            "handed out",
-            "the admin bundle was handed out already; enrolment is closed for good",
-        );
-        write_status(&args.status_file, &status)?;
-        println!("butler-edge enrol: {}", status.message);
-        return Ok(());
-    }
-    if let Some(config) = &args.config {
-        let config = crate::config::Config::load(config)
-            .map_err(|e| EnrolError::Other(format!("cannot read the config: {e}")))?;
-        if !(config.client_auth.enable && config.client_auth.ca.contains(&args.appliance_ca)) {
-            let status = finished(
-                "off",
-                "callers are certified by the site's own CA (ButlerEdge.clientAuth.ca does not name the appliance CA): no bundle to hand out",
-            );
-            write_status(&args.status_file, &status)?;
-            println!("butler-edge enrol: {}", status.message);
-            return Ok(());
-        }
+    if let Some(status) = closed_already(args, &marker)? {
+        return report(&args.status_file, &status);
     }
     let read = |name: &str| {
         let path = args.bundle_dir.join(name);
         std::fs::read(&path).map_err(|source| EnrolError::Io { path, source })
     };
     let (key, cert, ca) = (read("admin.key")?, read("admin.crt")?, read("ca.crt")?);
-    let bundle = [key, cert, ca.clone()].concat();
+    let shared = Arc::new(Shared {
+        code: new_code(),
+        bundle: Bytes::from([key, cert, ca.clone()].concat()),
+        ca: Bytes::from(ca),
+        gate: Mutex::new(Gate {
+            attempts_left: args.attempts,
+            outcome: None,
+        }),
+        done: Notify::new(),
+    });
     let tls = server_tls(&args.cert, &args.key)?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| EnrolError::Other(format!("async runtime: {e}")))?;
-    runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(&args.listen)
-            .await
-            .map_err(|e| EnrolError::Other(format!("cannot listen on {}: {e}", args.listen)))?;
-        let local = listener
-            .local_addr()
-            .map_err(|e| EnrolError::Other(e.to_string()))?;
-        let shared = Arc::new(Shared {
-            code: new_code(),
-            bundle: Bytes::from(bundle),
-            ca: Bytes::from(ca),
-            gate: Mutex::new(Gate {
-                attempts_left: args.attempts,
-                outcome: None,
-            }),
-            done: Notify::new(),
-        });
-        let expires_at = unix_now() + args.ttl_seconds;
-        let waiting = Waiting {
-            code: grouped(&shared.code),
-            port: local.port(),
-            expires_at,
-        };
-        write_status(&args.status_file, &waiting.status(args.attempts))?;
-        println!(
-            "butler-edge enrol: listening on {local}; the one-time code is on the console, valid {} minutes",
-            args.ttl_seconds / 60
-        );
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-        let expiry = tokio::time::sleep(Duration::from_secs(args.ttl_seconds));
-        tokio::pin!(expiry);
-        let outcome = loop {
-            tokio::select! {
-                _ = &mut expiry => break "expired",
-                _ = shared.done.notified() => {
-                    break shared.gate().outcome.unwrap_or("locked");
-                }
-                accepted = listener.accept() => {
-                    let Ok((stream, peer)) = accepted else { continue };
-                    let acceptor = acceptor.clone();
-                    let shared = shared.clone();
-                    let status_file = args.status_file.clone();
-                    let waiting = waiting.clone();
-                    tokio::spawn(async move {
-                        let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await else {
-                            return;
-                        };
-                        let service = service_fn(move |req| {
-                            handle(req, peer, shared.clone(), status_file.clone(), waiting.clone())
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(tls), service)
-                            .await;
-                    });
-                }
+    let outcome = runtime.block_on(serve(args, shared, tls))?;
+    if outcome == "handed out" {
+        write_marker(&marker)?;
+    }
+    report(&args.status_file, &ending(outcome))
+}
+
+/// Why there is nothing to serve before the server starts, if so: the bundle was handed out
+/// on an earlier boot (the marker exists), or the config's callers are certified by the
+/// site's own CA rather than the appliance CA, so the bundle would let nobody in.
+fn closed_already(args: &EnrolArgs, marker: &Path) -> Result<Option<Status>, EnrolError> {
+    if marker.exists() {
+        return Ok(Some(finished(
+            "handed out",
+            "the admin bundle was handed out already; enrolment is closed for good",
+        )));
+    }
+    if let Some(config) = &args.config {
+        let config = crate::config::Config::load(config)
+            .map_err(|e| EnrolError::Other(format!("cannot read the config: {e}")))?;
+        if !(config.client_auth.enable && config.client_auth.ca.contains(&args.appliance_ca)) {
+            return Ok(Some(finished(
+                "off",
+                "callers are certified by the site's own CA (ButlerEdge.clientAuth.ca does not name the appliance CA): no bundle to hand out",
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// Listens, publishes the code's status, and answers callers until the code expires or the
+/// gate closes (bundle handed out, or too many wrong codes). Returns how it ended.
+async fn serve(
+    args: &EnrolArgs,
+    shared: Arc<Shared>,
+    tls: Arc<rustls::ServerConfig>,
+) -> Result<&'static str, EnrolError> {
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| EnrolError::Other(format!("cannot listen on {}: {e}", args.listen)))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| EnrolError::Other(e.to_string()))?;
+    let waiting = Waiting {
+        code: grouped(&shared.code),
+        port: local.port(),
+        expires_at: unix_now() + args.ttl_seconds,
+    };
+    write_status(&args.status_file, &waiting.status(args.attempts))?;
+    println!(
+        "butler-edge enrol: listening on {local}; the one-time code is on the console, valid {} minutes",
+        args.ttl_seconds / 60
+    );
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let expiry = tokio::time::sleep(Duration::from_secs(args.ttl_seconds));
+    tokio::pin!(expiry);
+    let outcome = loop {
+        tokio::select! {
+            _ = &mut expiry => break "expired",
+            _ = shared.done.notified() => {
+                break shared.gate().outcome.unwrap_or("locked");
             }
-        };
-        // Let the last answer reach its caller before the process goes.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let status = match outcome {
-            "handed out" => {
-                write_marker(&marker)?;
-                finished("handed out", "the admin bundle was handed out; enrolment is closed for good")
+            accepted = listener.accept() => {
+                let Ok((stream, peer)) = accepted else { continue };
+                tokio::spawn(answer_connection(
+                    stream,
+                    peer,
+                    acceptor.clone(),
+                    shared.clone(),
+                    args.status_file.clone(),
+                    waiting.clone(),
+                ));
             }
-            "expired" => finished(
-                "expired",
-                "the code expired unused; restart the appliance for a new one",
-            ),
-            _ => finished(
-                "locked",
-                "too many wrong codes; enrolment is closed until the appliance restarts",
-            ),
-        };
-        write_status(&args.status_file, &status)?;
-        println!("butler-edge enrol: {}", status.message);
-        Ok(())
-    })
+        }
+    };
+    // Let the last answer reach its caller before the process goes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(outcome)
+}
+
+/// One caller's connection: the TLS handshake (bounded, so a silent peer holds nothing for
+/// long), then HTTP/1 requests through [`handle`].
+async fn answer_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+    shared: Arc<Shared>,
+    status_file: PathBuf,
+    waiting: Waiting,
+) {
+    let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
+    else {
+        return;
+    };
+    let service = service_fn(move |req| {
+        handle(
+            req,
+            peer,
+            shared.clone(),
+            status_file.clone(),
+            waiting.clone(),
+        )
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(tls), service)
+        .await;
+}
+
+/// The final status for how the server ended.
+fn ending(outcome: &str) -> Status {
+    match outcome {
+        "handed out" => finished(
+            "handed out",
+            "the admin bundle was handed out; enrolment is closed for good",
+        ),
+        "expired" => finished(
+            "expired",
+            "the code expired unused; restart the appliance for a new one",
+        ),
+        _ => finished(
+            "locked",
+            "too many wrong codes; enrolment is closed until the appliance restarts",
+        ),
+    }
+}
+
+/// Writes the final status for the console and says it on stdout, for the journal.
+fn report(status_file: &Path, status: &Status) -> Result<(), EnrolError> {
+    write_status(status_file, status)?;
+    println!("butler-edge enrol: {}", status.message);
+    Ok(())
 }
 
 async fn handle(

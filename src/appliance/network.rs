@@ -41,109 +41,20 @@ pub struct StaticNetwork {
 impl MachineSettings {
     /// Parses `appliance.yaml`. Unknown keys are refused (a misspelt `gatway:` would otherwise
     /// leave the appliance without a route, silently).
+    ///
+    /// Each part has its own step, checked in the order the file lists them, so the first
+    /// error an operator sees is the first one in the file; the unknown-key check comes last
+    /// because it needs to know what the steps read.
     pub fn parse(text: &str) -> Result<MachineSettings, ConfigError> {
         if text.trim().is_empty() {
             return Ok(MachineSettings::default());
         }
-        let doc: Value = serde_saphyr::from_str(text).map_err(|e| ConfigError::Syntax {
-            path: FILE.to_string(),
-            message: e.to_string(),
-        })?;
-        let doc = match doc {
-            Value::Null => Value::Object(Default::default()),
-            Value::Object(_) => doc,
-            other => {
-                return Err(ConfigError::invalid(
-                    "(top level)",
-                    "a mapping with hostname, network and ntp keys",
-                    &other,
-                ));
-            }
-        };
+        let doc = document(text)?;
         let r = Reader::new(&doc);
-        let hostname = match r.string("hostname")? {
-            Some(name) if is_hostname(&name) => Some(name),
-            Some(name) => {
-                return Err(ConfigError::invalid(
-                    "hostname",
-                    "a host name of letters, digits and hyphens (1-63 characters, not starting \
-                     or ending with a hyphen)",
-                    &Value::String(name),
-                ));
-            }
-            None => None,
-        };
-        // Looked at directly, not through the reader, which would count the whole section
-        // as read and hide a misspelt key inside it.
-        let network = match doc.get("network") {
-            None => None,
-            Some(Value::Null) => {
-                r.get("network");
-                None
-            }
-            Some(Value::Object(_)) => {
-                let address_text = r.string("network.address")?.ok_or(ConfigError::Invalid {
-                    path: "network.address".into(),
-                    expected: "the static address with its prefix length, e.g. 192.168.10.20/24"
-                        .into(),
-                    found: "nothing (the key is missing)".into(),
-                })?;
-                let (address, prefix) = parse_cidr(&address_text).ok_or_else(|| {
-                    ConfigError::invalid(
-                        "network.address",
-                        "an IP address with its prefix length, e.g. 192.168.10.20/24",
-                        &Value::String(address_text.clone()),
-                    )
-                })?;
-                let gateway = match r.string("network.gateway")? {
-                    None => None,
-                    Some(text) => Some(parse_ip("network.gateway", &text)?),
-                };
-                let mut dns = Vec::new();
-                for (i, text) in r.string_list("network.dns")?.iter().enumerate() {
-                    dns.push(parse_ip(&format!("network.dns[{i}]"), text)?);
-                }
-                Some(StaticNetwork {
-                    address,
-                    prefix,
-                    gateway,
-                    dns,
-                })
-            }
-            Some(other) => {
-                return Err(ConfigError::invalid(
-                    "network",
-                    "a mapping with address, gateway and dns",
-                    other,
-                ));
-            }
-        };
-        let ntp = r.string_list("ntp")?;
-        for (i, server) in ntp.iter().enumerate() {
-            if server.parse::<IpAddr>().is_err() && !crate::init::is_dns_name(server) {
-                return Err(ConfigError::invalid(
-                    &format!("ntp[{i}]"),
-                    "an NTP server's host name or IP address",
-                    &Value::String(server.clone()),
-                ));
-            }
-        }
-        let unknown: Vec<String> = r
-            .unread_paths()
-            .into_iter()
-            .filter(|p| !p.is_empty())
-            .collect();
-        if let Some(first) = unknown.first() {
-            return Err(ConfigError::Invalid {
-                path: first.clone(),
-                expected: "only hostname, network.address, network.gateway, network.dns and ntp"
-                    .into(),
-                found: format!(
-                    "an unknown key ({})",
-                    describe(r.get(first).unwrap_or(&Value::Null))
-                ),
-            });
-        }
+        let hostname = hostname(&r)?;
+        let network = static_network(&doc, &r)?;
+        let ntp = ntp_servers(&r)?;
+        refuse_unknown_keys(&r)?;
         Ok(MachineSettings {
             hostname,
             network,
@@ -179,6 +90,118 @@ impl MachineSettings {
              [Time]\nNTP={}\n",
             self.ntp.join(" ")
         ))
+    }
+}
+
+/// The YAML document as a mapping (an empty document is an empty mapping).
+fn document(text: &str) -> Result<Value, ConfigError> {
+    let doc: Value = serde_saphyr::from_str(text).map_err(|e| ConfigError::Syntax {
+        path: FILE.to_string(),
+        message: e.to_string(),
+    })?;
+    match doc {
+        Value::Null => Ok(Value::Object(Default::default())),
+        Value::Object(_) => Ok(doc),
+        other => Err(ConfigError::invalid(
+            "(top level)",
+            "a mapping with hostname, network and ntp keys",
+            &other,
+        )),
+    }
+}
+
+/// `hostname:`, if given, checked to be a valid host name.
+fn hostname(r: &Reader<'_>) -> Result<Option<String>, ConfigError> {
+    match r.string("hostname")? {
+        Some(name) if is_hostname(&name) => Ok(Some(name)),
+        Some(name) => Err(ConfigError::invalid(
+            "hostname",
+            "a host name of letters, digits and hyphens (1-63 characters, not starting \
+             or ending with a hyphen)",
+            &Value::String(name),
+        )),
+        None => Ok(None),
+    }
+}
+
+/// `network:`, the static setting; absent or empty means DHCP.
+fn static_network(doc: &Value, r: &Reader<'_>) -> Result<Option<StaticNetwork>, ConfigError> {
+    // Looked at directly, not through the reader, which would count the whole section
+    // as read and hide a misspelt key inside it.
+    match doc.get("network") {
+        None => Ok(None),
+        Some(Value::Null) => {
+            r.get("network");
+            Ok(None)
+        }
+        Some(Value::Object(_)) => {
+            let address_text = r.string("network.address")?.ok_or(ConfigError::Invalid {
+                path: "network.address".into(),
+                expected: "the static address with its prefix length, e.g. 192.168.10.20/24".into(),
+                found: "nothing (the key is missing)".into(),
+            })?;
+            let (address, prefix) = parse_cidr(&address_text).ok_or_else(|| {
+                ConfigError::invalid(
+                    "network.address",
+                    "an IP address with its prefix length, e.g. 192.168.10.20/24",
+                    &Value::String(address_text.clone()),
+                )
+            })?;
+            let gateway = match r.string("network.gateway")? {
+                None => None,
+                Some(text) => Some(parse_ip("network.gateway", &text)?),
+            };
+            let mut dns = Vec::new();
+            for (i, text) in r.string_list("network.dns")?.iter().enumerate() {
+                dns.push(parse_ip(&format!("network.dns[{i}]"), text)?);
+            }
+            Ok(Some(StaticNetwork {
+                address,
+                prefix,
+                gateway,
+                dns,
+            }))
+        }
+        Some(other) => Err(ConfigError::invalid(
+            "network",
+            "a mapping with address, gateway and dns",
+            other,
+        )),
+    }
+}
+
+/// `ntp:`, each a host name or an IP address.
+fn ntp_servers(r: &Reader<'_>) -> Result<Vec<String>, ConfigError> {
+    let ntp = r.string_list("ntp")?;
+    for (i, server) in ntp.iter().enumerate() {
+        if server.parse::<IpAddr>().is_err() && !crate::init::is_dns_name(server) {
+            return Err(ConfigError::invalid(
+                &format!("ntp[{i}]"),
+                "an NTP server's host name or IP address",
+                &Value::String(server.clone()),
+            ));
+        }
+    }
+    Ok(ntp)
+}
+
+/// Refuses the first key none of the steps above read.
+fn refuse_unknown_keys(r: &Reader<'_>) -> Result<(), ConfigError> {
+    let unknown: Vec<String> = r
+        .unread_paths()
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect();
+    match unknown.first() {
+        Some(first) => Err(ConfigError::Invalid {
+            path: first.clone(),
+            expected: "only hostname, network.address, network.gateway, network.dns and ntp".into(),
+            found: format!(
+                "an unknown key ({})",
+                describe(r.get(first).unwrap_or(&Value::Null))
+            ),
+        }),
+        None => Ok(()),
     }
 }
 

@@ -502,84 +502,95 @@ fn collect(
 }
 
 /// Every problem of the staged generation, checked by the code the service itself runs.
+///
+/// In steps: the machine settings, then the Butler config (without one nothing else can be
+/// checked), then the TLS files it names, then the QRS client it would build.
 fn validate(paths: &Paths, stage: &Path) -> Vec<String> {
     let mut problems = Vec::new();
+    problems.extend(machine_settings_problem(stage));
+    let config = match staged_config(paths, stage) {
+        Ok(config) => config,
+        Err(problem) => {
+            problems.push(problem);
+            return problems;
+        }
+    };
+    let mut found = tls_problems(paths, &config);
+    if config.features.start_task == crate::config::StartTaskMode::Ready
+        && let Err(e) = crate::qrs::QrsClient::new(&config.start_task.qrs)
+    {
+        found.push(e.to_string());
+    }
+    // Messages name files where the service will see them, not the staging directory.
     let stage_text = stage.display().to_string();
     let root_text = paths.root.display().to_string();
-    // Messages name files where the service will see them, not the staging directory.
-    let shown = |message: String| {
-        let message = message.replace(&stage_text, SITE_DIR);
+    problems.extend(found.into_iter().map(|e| {
+        let message = format!("{MEDIUM_CONFIG}: {e}").replace(&stage_text, SITE_DIR);
         if root_text == "/" {
             message
         } else {
             message.replace(&root_text, "")
         }
-    };
+    }));
+    problems
+}
 
+/// What is wrong with `appliance.yaml`, if the medium brings one.
+fn machine_settings_problem(stage: &Path) -> Option<String> {
     match fs::read_to_string(stage.join(network::FILE)) {
-        Ok(text) => {
-            if let Err(e) = MachineSettings::parse(&text) {
-                problems.push(format!("{}: {e}", network::FILE));
-            }
-        }
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
-        Err(e) => problems.push(format!("{}: cannot be read: {e}", network::FILE)),
+        Ok(text) => MachineSettings::parse(&text)
+            .err()
+            .map(|e| format!("{}: {e}", network::FILE)),
+        Err(e) if e.kind() == ErrorKind::NotFound => None,
+        Err(e) => Some(format!("{}: cannot be read: {e}", network::FILE)),
     }
+}
 
-    let text = match fs::read_to_string(stage.join("config.yaml")) {
-        Ok(text) => text,
-        Err(e) => {
-            problems.push(format!(
-                "{MEDIUM_CONFIG}: no Butler config to run ({e}); put one on the medium"
-            ));
-            return problems;
-        }
-    };
-    let mut config = match Config::parse(&text, MEDIUM_CONFIG) {
-        Ok(config) => config,
-        Err(e) => {
-            problems.push(format!("{MEDIUM_CONFIG}: {e}"));
-            return problems;
-        }
-    };
+/// The staged Butler config, parsed and pointed at the staged files; or the one problem
+/// that stops the rest of the checks.
+fn staged_config(paths: &Paths, stage: &Path) -> Result<Config, String> {
+    let text = fs::read_to_string(stage.join("config.yaml")).map_err(|e| {
+        format!("{MEDIUM_CONFIG}: no Butler config to run ({e}); put one on the medium")
+    })?;
+    let mut config =
+        Config::parse(&text, MEDIUM_CONFIG).map_err(|e| format!("{MEDIUM_CONFIG}: {e}"))?;
     relocate_config(paths, &mut config, stage);
+    Ok(config)
+}
 
+/// The TLS files' problems, as the service would report them when it starts.
+fn tls_problems(paths: &Paths, config: &Config) -> Vec<String> {
+    let mut problems = Vec::new();
     let tls = &config.rest.tls;
-    if config.rest.enable && tls.enable {
-        // The appliance's own server certificate is made by `butler-edge init` after the
-        // network is up, so on the first boot it does not exist yet: then check what the
-        // medium brings (callers' CAs and CRLs) on their own.
-        let pending_pki = !paths.pki.join("ca.crt").exists()
-            && [&tls.cert, &tls.key]
-                .iter()
-                .all(|p| p.starts_with(&paths.pki));
-        if pending_pki {
-            if config.client_auth.enable {
-                for ca in &config.client_auth.ca {
-                    if !ca.starts_with(&paths.pki)
-                        && let Err(e) =
-                            crate::security::tls::read_certs("ButlerEdge.clientAuth.ca", ca)
-                    {
-                        problems.push(shown(format!("{MEDIUM_CONFIG}: {e}")));
-                    }
-                }
-                for crl in &config.client_auth.crl {
-                    if let Err(e) =
-                        crate::security::tls::read_crls("ButlerEdge.clientAuth.crl", crl)
-                    {
-                        problems.push(shown(format!("{MEDIUM_CONFIG}: {e}")));
-                    }
-                }
-            }
-        } else if let Err(e) = crate::security::tls::server_config(tls, &config.client_auth) {
-            problems.push(shown(format!("{MEDIUM_CONFIG}: {e}")));
-        }
+    if !(config.rest.enable && tls.enable) {
+        return problems;
     }
-    let st = &config.start_task;
-    if config.features.start_task == crate::config::StartTaskMode::Ready
-        && let Err(e) = crate::qrs::QrsClient::new(&st.qrs)
-    {
-        problems.push(shown(format!("{MEDIUM_CONFIG}: {e}")));
+    // The appliance's own server certificate is made by `butler-edge init` after the
+    // network is up, so on the first boot it does not exist yet: then check what the
+    // medium brings (callers' CAs and CRLs) on their own.
+    let pending_pki = !paths.pki.join("ca.crt").exists()
+        && [&tls.cert, &tls.key]
+            .iter()
+            .all(|p| p.starts_with(&paths.pki));
+    if !pending_pki {
+        if let Err(e) = crate::security::tls::server_config(tls, &config.client_auth) {
+            problems.push(e.to_string());
+        }
+        return problems;
+    }
+    if config.client_auth.enable {
+        for ca in &config.client_auth.ca {
+            if !ca.starts_with(&paths.pki)
+                && let Err(e) = crate::security::tls::read_certs("ButlerEdge.clientAuth.ca", ca)
+            {
+                problems.push(e.to_string());
+            }
+        }
+        for crl in &config.client_auth.crl {
+            if let Err(e) = crate::security::tls::read_crls("ButlerEdge.clientAuth.crl", crl) {
+                problems.push(e.to_string());
+            }
+        }
     }
     problems
 }

@@ -232,11 +232,38 @@ struct Plan<'r> {
 }
 
 impl<'r> Plan<'r> {
+    /// The plan for `request`: its task ids first, then its tags, custom properties and
+    /// key-value pairs; what the allow list refuses goes into `report` as denied, in that
+    /// order.
     fn of(
         request: &'r StartRequest,
         policy: &StartTaskPolicy,
         report: &mut StartReport,
     ) -> Plan<'r> {
+        let ids = Self::task_ids(request, policy, report);
+        let id_candidates = ids
+            .iter()
+            .filter(|(_, ok)| *ok)
+            .map(|(id, _)| (*id).clone())
+            .collect();
+        let mut plan = Plan {
+            ids,
+            id_candidates,
+            tags: Vec::new(),
+            cps: Vec::new(),
+            key_values: Vec::new(),
+        };
+        plan.add_items(request, policy, report);
+        plan
+    }
+
+    /// The path's id and the body's ids, each once, with whether it is well formed; the
+    /// allow list's refusals are reported denied and left out.
+    fn task_ids(
+        request: &'r StartRequest,
+        policy: &StartTaskPolicy,
+        report: &mut StartReport,
+    ) -> Vec<(&'r String, bool)> {
         let mut ids: Vec<(&String, bool)> = Vec::new();
         let path_id = (request.path_task_id != "-").then_some(&request.path_task_id);
         let body_ids = request.items.iter().filter_map(|i| match i {
@@ -260,18 +287,17 @@ impl<'r> Plan<'r> {
                 ids.push((id, true));
             }
         }
-        let id_candidates = ids
-            .iter()
-            .filter(|(_, ok)| *ok)
-            .map(|(id, _)| (*id).clone())
-            .collect();
-        let mut plan = Plan {
-            ids,
-            id_candidates,
-            tags: Vec::new(),
-            cps: Vec::new(),
-            key_values: Vec::new(),
-        };
+        ids
+    }
+
+    /// The body's tags, custom properties and key-value pairs, in the body's order; the
+    /// allow list's refusals are reported denied and left out.
+    fn add_items(
+        &mut self,
+        request: &'r StartRequest,
+        policy: &StartTaskPolicy,
+        report: &mut StartReport,
+    ) {
         // A tag or custom property named twice is one QRS lookup and one report entry. QRS
         // compares tag names without regard to case, so allowed `Nightly` and `NIGHTLY` are
         // one lookup too (reported as first written). The allow-list itself compares exactly
@@ -292,7 +318,7 @@ impl<'r> Plan<'r> {
                 continue;
             }
             match item {
-                BodyItem::Tag(tag) if policy.allows_tag(tag) => plan.tags.push(tag),
+                BodyItem::Tag(tag) if policy.allows_tag(tag) => self.tags.push(tag),
                 BodyItem::Tag(tag) => {
                     tracing::warn!(tag = %tag, "start task: tag not on the allow list");
                     report.tasks_tag_denied.push(TagOnly { tag: tag.clone() });
@@ -300,7 +326,7 @@ impl<'r> Plan<'r> {
                 BodyItem::CustomProperty { name, value }
                     if policy.allows_custom_property(name, value) =>
                 {
-                    plan.cps.push((name, value))
+                    self.cps.push((name, value))
                 }
                 BodyItem::CustomProperty { name, value } => {
                     tracing::warn!(name = %name, value = %value, "start task: custom property not on the allow list");
@@ -309,11 +335,10 @@ impl<'r> Plan<'r> {
                         value: value.clone(),
                     });
                 }
-                BodyItem::KeyValue(kv) => plan.key_values.push(kv.clone()),
+                BodyItem::KeyValue(kv) => self.key_values.push(kv.clone()),
                 BodyItem::TaskId(_) => {}
             }
         }
-        plan
     }
 
     /// The tasks the ids name, in order; unknown or malformed ids are reported invalid, and
