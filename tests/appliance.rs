@@ -5,34 +5,17 @@
 
 use crate::support;
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::os::unix::net::UnixDatagram;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::server::{BIN, KV_CONFIG, Server, client, free_port, json_of};
+use support::server::{KV_CONFIG, Launch, Server, client, json_of};
 
-fn write_config(dir: &std::path::Path, port: u16, extra: &str) -> std::path::PathBuf {
-    let path = dir.join("config.yaml");
-    let text = KV_CONFIG
-        .replace("{port}", &port.to_string())
-        .replace("{max_keys}", "1000")
-        + extra;
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn stderr_of(mut child: Child) -> String {
-    let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn terminate(child: &Child) {
+/// Sends SIGTERM without waiting, so a test can watch what the process says while it stops.
+fn send_term(server: &Server) {
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(server.pid() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
@@ -61,32 +44,26 @@ fn wait_for_message(socket: &UnixDatagram, want: &str, within: Duration) -> Opti
 #[test]
 fn speaks_the_systemd_notify_protocol() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = write_config(dir.path(), port, "");
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     socket
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
 
-    let child = Command::new(BIN)
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env("NOTIFY_SOCKET", &socket_path)
+    // Not waited for: READY=1 itself must say when the listener accepts.
+    let mut server = Launch::fresh(KV_CONFIG)
+        .in_dir(dir)
+        .no_user()
+        .env("NOTIFY_SOCKET", socket_path.to_str().unwrap())
         // A 400 ms watchdog: pings every 200 ms while the liveness check passes.
         .env("WATCHDOG_USEC", "400000")
         .env_remove("WATCHDOG_PID")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_unready();
+    let port = server.port;
 
     let ready = wait_for_message(&socket, "READY=1", Duration::from_secs(20));
     let Some(ready) = ready else {
-        panic!("no READY=1 within 20 s; log:\n{}", stderr_of(child));
+        panic!("no READY=1 within 20 s; log:\n{}", server.log());
     };
     // READY=1 means the API answers: the listener is bound and the database open.
     assert!(
@@ -116,14 +93,14 @@ fn speaks_the_systemd_notify_protocol() {
         started.elapsed()
     );
 
-    terminate(&child);
+    send_term(&server);
     assert!(
         wait_for_message(&socket, "STOPPING=1", Duration::from_secs(10)).is_some(),
         "no STOPPING=1 after SIGTERM"
     );
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "exit status {}", out.status);
-    let log = String::from_utf8_lossy(&out.stderr);
+    let status = server.terminate_wait();
+    let log = server.log();
+    assert!(status.success(), "exit status {status}");
     // The line the next test relies on being absent without a watchdog.
     assert!(log.contains("systemd watchdog enabled"), "{log}");
 }
@@ -131,30 +108,22 @@ fn speaks_the_systemd_notify_protocol() {
 #[test]
 fn without_a_watchdog_no_pings_are_sent() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = write_config(dir.path(), port, "");
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     socket
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
-    let child = Command::new(BIN)
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env("NOTIFY_SOCKET", &socket_path)
+    let mut server = Launch::fresh(KV_CONFIG)
+        .in_dir(dir)
+        .no_user()
+        .env("NOTIFY_SOCKET", socket_path.to_str().unwrap())
         .env_remove("WATCHDOG_USEC")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_unready();
     assert!(wait_for_message(&socket, "READY=1", Duration::from_secs(20)).is_some());
     assert!(wait_for_message(&socket, "WATCHDOG=1", Duration::from_secs(1)).is_none());
     // A ping at any period would come after the watchdog task starts, which it announces;
     // with no watchdog it must not start at all. Every datagram up to the end is checked.
-    terminate(&child);
+    send_term(&server);
     let mut buf = [0u8; 4096];
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -163,9 +132,9 @@ fn without_a_watchdog_no_pings_are_sent() {
             seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
         }
     }
-    let out = child.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "exit status {}: {log}", out.status);
+    let status = server.terminate_wait();
+    let log = server.log();
+    assert!(status.success(), "exit status {status}: {log}");
     assert!(!seen.iter().any(|m| m.contains("WATCHDOG=1")), "{seen:?}");
     assert!(seen.iter().any(|m| m.contains("STOPPING=1")), "{seen:?}");
     assert!(!log.contains("systemd watchdog enabled"), "{log}");
@@ -174,20 +143,17 @@ fn without_a_watchdog_no_pings_are_sent() {
 #[test]
 fn root_is_refused_outside_systemd_without_user() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), free_port(), "");
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env_remove("INVOCATION_ID")
-        .env_remove("NOTIFY_SOCKET")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let outside_systemd = || {
+        Launch::new(KV_CONFIG, dir.path())
+            .env_remove("INVOCATION_ID")
+            .env_remove("NOTIFY_SOCKET")
+    };
     if nix::unistd::geteuid().is_root() {
-        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        let exit = outside_systemd()
+            .no_user()
+            .expect_exit(Duration::from_secs(20), "as root without --user");
+        let stderr = exit.stderr;
+        assert_eq!(exit.code, 1, "{stderr}");
         assert!(stderr.contains("refusing to run as root"), "{stderr}");
         assert!(stderr.contains("--user"), "{stderr}");
         assert!(
@@ -196,14 +162,11 @@ fn root_is_refused_outside_systemd_without_user() {
         );
     } else {
         // Not root: --user to another account is refused (only root can switch users).
-        let out = Command::new(BIN)
-            .arg("--config")
-            .arg(&config)
-            .args(["--user", "root"])
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        let exit = outside_systemd()
+            .user("root")
+            .expect_exit(Duration::from_secs(20), "switching users without root");
+        let stderr = exit.stderr;
+        assert_eq!(exit.code, 1, "{stderr}");
         assert!(stderr.contains("only root can change"), "{stderr}");
     }
 }
@@ -220,39 +183,12 @@ fn user_flag_drops_root_after_binding() {
     let nobody = nix::unistd::User::from_name("nobody")
         .unwrap()
         .expect("user nobody");
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = write_config(dir.path(), port, "");
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args(["--user", "nobody"])
+    let mut server = Launch::fresh(KV_CONFIG)
+        .user("nobody")
         .env_remove("INVOCATION_ID")
         .env_remove("NOTIFY_SOCKET")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let log = std::thread::spawn(move || {
-        stderr
-            .lines()
-            .map_while(Result::ok)
-            .collect::<Vec<_>>()
-            .join("\n")
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "no listener within 20 s");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "butler-edge exited early"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        .spawn();
+    let port = server.port;
     // Every uid and gid of the process (real, effective, saved, fs) is nobody's. The drop
     // follows the bind by a moment, so the listener may answer while the process is still
     // root: wait for the change (within a bound) before judging.
@@ -266,7 +202,7 @@ fn user_flag_drops_root_after_binding() {
             .map(|n| n.parse().unwrap())
             .collect()
     };
-    let read_status = || std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let read_status = || std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
     let mut status = read_status();
     let drop_deadline = Instant::now() + Duration::from_secs(5);
     while ids_in(&status, "Uid:").contains(&0) && Instant::now() < drop_deadline {
@@ -291,9 +227,8 @@ fn user_flag_drops_root_after_binding() {
             .unwrap(),
     );
     assert_eq!(code, 201, "{body}");
-    terminate(&child);
-    let status = child.wait().unwrap();
-    let log = log.join().unwrap();
+    let status = server.terminate();
+    let log = server.log();
     assert!(status.success(), "exit {status}; log:\n{log}");
     assert!(log.contains("dropped root privileges"), "{log}");
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::server::{BIN, Server};
+use support::server::{BIN, Launch};
 use support::tls_client::{Versions, client_config, reqwest_client};
 
 fn init_pki(dir: &Path) -> PathBuf {
@@ -50,14 +50,9 @@ fn the_console_shows_the_services_health_the_ca_and_the_last_provisioning() {
     let run_dir = dir.path().join("run");
     std::fs::create_dir(&run_dir).unwrap();
     let pki = init_pki(dir.path());
-    let work = tempfile::tempdir().unwrap();
-    let data = work.path().join("data");
-    let server = Server::start_in_with_env(
-        work,
-        data,
-        HEALTH_CONFIG,
-        &[("RUNTIME_DIRECTORY", run_dir.to_str().unwrap())],
-    );
+    let server = Launch::fresh(HEALTH_CONFIG)
+        .env("RUNTIME_DIRECTORY", run_dir.to_str().unwrap())
+        .spawn();
 
     // The snapshot is /health's JSON, clock check included.
     let snapshot = run_dir.join("health.json");

@@ -22,7 +22,8 @@
 //! - the layer table and import cycles → `architecture`
 //! - faults (a full disk, hostile clients, crash loops, resource exhaustion) → `tests/fault.rs`
 //!
-//! Helpers live in `tests/support` (`support::server::Server` spawns the binary,
+//! Helpers live in `tests/support` (`support::server::Launch` runs the binary — `.spawn()`
+//! for a `Server` that serves, `.expect_exit()` for a start-up refusal —
 //! `support::in_process::InProcess` runs it here, `support::butler::Butler` speaks the API,
 //! `support::pki` issues certificates, `support::fake_qrs` plays QRS); add to them rather
 //! than to a test file.

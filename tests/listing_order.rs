@@ -437,7 +437,7 @@ fn a_database_with_entries_in_both_layouts_is_refused_and_left_alone() {
         txn.commit().unwrap();
     }
     let db_path = server.data_dir.join("butler-edge.redb");
-    let config_path = server.dir.path().join("refused.yaml");
+    let config_path = server.config_dir().join("refused.yaml");
     std::fs::write(
         &config_path,
         KV_CONFIG

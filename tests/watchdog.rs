@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use nix::sys::ptrace;
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
-use support::server::{KV_CONFIG, Server, client, json_of};
+use support::server::{KV_CONFIG, Launch, client, json_of};
 
 const WATCHDOG: Duration = Duration::from_millis(1000);
 
@@ -80,18 +80,13 @@ fn watchdog_pings_stop_while_the_database_writer_is_stuck_and_resume_after() {
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).expect("bind the notify socket");
     let rx = listen(socket);
-    let data_dir = dir.path().join("data");
     let usec = (WATCHDOG.as_micros() as u64).to_string();
     let socket_text = socket_path.display().to_string();
-    let server = Server::start_in_with_env(
-        dir,
-        data_dir,
-        KV_CONFIG,
-        &[
-            ("NOTIFY_SOCKET", socket_text.as_str()),
-            ("WATCHDOG_USEC", usec.as_str()),
-        ],
-    );
+    let server = Launch::fresh(KV_CONFIG)
+        .in_dir(dir)
+        .env("NOTIFY_SOCKET", &socket_text)
+        .env("WATCHDOG_USEC", &usec)
+        .spawn();
 
     // Ready, and then pinging at about half the interval.
     wait_for(&rx, "READY=1", Duration::from_secs(10));

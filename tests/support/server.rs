@@ -1,4 +1,8 @@
 //! Runs the real `butler-edge` binary on an ephemeral loopback port.
+//!
+//! [`Launch`] is the one builder: config, directories, environment, arguments and user, then
+//! `.spawn()` (a [`Server`] that serves) or `.expect_exit()` (an [`Exit`]: a start-up refusal).
+//! [`Server::start`] and [`Server::start_in`] are shorthands for the common cases.
 
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
@@ -65,88 +69,78 @@ pub fn free_port() -> u16 {
         .expect("no free loopback port")
 }
 
+/// A running `butler-edge` binary, made by [`Launch::spawn`]; killed when dropped.
 pub struct Server {
     child: Option<Child>,
     pub port: u16,
-    pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     pub data_dir: PathBuf,
+    config_dir: PathBuf,
+    /// The temporary directory the config lives in, when the server owns it.
+    _dir: Option<tempfile::TempDir>,
     log: Arc<Mutex<String>>,
-    /// Extra environment for the process (e.g. systemd's `NOTIFY_SOCKET`).
-    env: Vec<(String, String)>,
+    /// The thread copying stderr into `log`; joined once the process has exited, so the
+    /// log is complete then.
+    reader: Option<std::thread::JoinHandle<()>>,
+    /// How the process is run, kept for [`Server::restart`].
+    how: How,
 }
 
 impl Server {
     /// Starts the binary with `config` (`{port}` and `{max_keys}` substituted; the
     /// latter defaults to 1000) and waits until it accepts connections.
+    /// Shorthand for `Launch::fresh(config).spawn()`.
     pub fn start(config: &str) -> Server {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let data_dir = dir.path().join("data");
-        Server::start_in(dir, data_dir, config)
+        Launch::fresh(config).spawn()
     }
 
+    /// As [`Server::start`], with the config in `dir` and the database in `data_dir`.
+    /// Shorthand for `Launch::fresh(config).in_dir(dir).data_dir(&data_dir).spawn()`.
     pub fn start_in(dir: tempfile::TempDir, data_dir: PathBuf, config: &str) -> Server {
-        Server::start_in_with_env(dir, data_dir, config, &[])
+        Launch::fresh(config)
+            .in_dir(dir)
+            .data_dir(&data_dir)
+            .spawn()
     }
 
-    /// As [`Server::start_in`], with extra environment variables for the process.
+    /// As [`Server::start_in`], with extra environment variables for the process. New tests
+    /// say `Launch::fresh(config).env(..)` instead; this stays so branches written against it
+    /// keep compiling.
     pub fn start_in_with_env(
         dir: tempfile::TempDir,
         data_dir: PathBuf,
         config: &str,
         env: &[(&str, &str)],
     ) -> Server {
-        let port = free_port();
-        let config_path = dir.path().join("config.yaml");
-        let text = config
-            .replace("{port}", &port.to_string())
-            .replace("{max_keys}", "1000")
-            .replace("{dir}", &dir.path().display().to_string());
-        std::fs::write(&config_path, text).expect("write config");
-        let mut server = Server {
-            child: None,
-            port,
-            dir,
-            config_path,
-            data_dir,
-            log: Arc::new(Mutex::new(String::new())),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        };
-        server.spawn();
-        server
+        env.iter()
+            .fold(
+                Launch::fresh(config).in_dir(dir).data_dir(&data_dir),
+                |launch, (k, v)| launch.env(k, v),
+            )
+            .spawn()
     }
 
-    fn spawn(&mut self) {
-        let mut child = Command::new(BIN)
-            .arg("--config")
-            .arg(&self.config_path)
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            // Tests run as root in CI; butler-edge refuses root unless told explicitly.
-            .args(root_user_args())
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+    fn spawn_child(&mut self) {
+        let mut child = self
+            .how
+            .command(&self.config_path, &self.data_dir)
             .spawn()
             .expect("spawn butler-edge");
         let stderr = child.stderr.take().expect("stderr");
         let log = self.log.clone();
-        std::thread::spawn(move || {
+        self.reader = Some(std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let mut log = log.lock().unwrap();
                 log.push_str(&line);
                 log.push('\n');
             }
-        });
+        }));
         self.child = Some(child);
-        self.wait_ready();
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits until the listener accepts connections; panics with the log if the process
+    /// exits first or 20 s pass.
+    pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
@@ -215,6 +209,14 @@ impl Server {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
+    /// The whole log of a process that has exited (waits for the last lines to be read).
+    fn log_after_exit(&mut self) -> String {
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        self.log()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
@@ -236,12 +238,15 @@ impl Server {
         self.terminate_wait()
     }
 
-    /// Waits for an exit already requested (e.g. by a signal sent elsewhere).
+    /// Waits for an exit already requested (e.g. by a signal sent elsewhere); the log is
+    /// complete when it returns.
     pub fn terminate_wait(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
+                // The log is complete once the exit is seen.
+                self.log_after_exit();
                 return status;
             }
             if Instant::now() > deadline {
@@ -252,14 +257,23 @@ impl Server {
         }
     }
 
-    /// Starts the binary again on the same config and data directory.
+    /// Starts the binary again on the same config, data directory, environment, arguments
+    /// and user, and waits until it accepts connections.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the server before restarting it");
-        self.spawn();
+        self.spawn_child();
+        self.wait_ready();
+    }
+
+    /// Whether the process has exited (without reaping a still-running one).
+    pub fn has_exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| c.try_wait().ok().flatten().is_some())
     }
 
     pub fn config_dir(&self) -> &Path {
-        self.dir.path()
+        &self.config_dir
     }
 }
 
@@ -318,17 +332,79 @@ pub fn run_cli(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// How a test runs the binary when it expects it to exit (a start-up refusal): the config
-/// (`{port}`, `{max_keys}` and `{dir}` filled in), where it is written, the data directory,
-/// extra environment and arguments, and which user runs it. [`Server`] is the same for a
-/// binary expected to keep serving.
+/// The one way tests run the binary: the config (`{port}`, `{max_keys}` and `{dir}` filled
+/// in), the directory it is written to, the data directory, extra or removed environment,
+/// extra arguments and which user runs it; then [`Launch::spawn`] for a server expected to
+/// keep serving, or [`Launch::expect_exit`] for one expected to exit (a start-up refusal).
+///
+/// ```ignore
+/// let server = Launch::fresh(KV_CONFIG).env("NOTIFY_SOCKET", path).spawn();
+/// let exit = Launch::new(config, dir.path()).user("nobody").expect_exit(within, "why");
+/// ```
 pub struct Launch {
     config: String,
     dir: PathBuf,
-    data_dir: PathBuf,
+    owned_dir: Option<tempfile::TempDir>,
+    data_dir: Option<PathBuf>,
+    how: How,
+}
+
+/// Who runs the process.
+#[derive(Clone)]
+enum User {
+    /// `--user root` when the tests run as root (butler-edge refuses root outside systemd
+    /// otherwise), nothing when they do not.
+    RootIfRoot,
+    /// No `--user` argument at all: what the refusal and systemd tests look at.
+    Unnamed,
+    /// `--user NAME`: butler-edge drops to it after binding.
+    Named(String),
+    /// Started as this uid and gid (when the tests run as root) — a process that never had
+    /// root.
+    Uid(u32),
+}
+
+/// How the process is run, apart from its config and data directory.
+#[derive(Clone)]
+struct How {
     env: Vec<(String, String)>,
+    env_remove: Vec<String>,
     args: Vec<String>,
-    uid: Option<u32>,
+    user: User,
+}
+
+impl How {
+    fn command(&self, config_path: &Path, data_dir: &Path) -> Command {
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(BIN);
+        command
+            .arg("--config")
+            .arg(config_path)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for name in &self.env_remove {
+            command.env_remove(name);
+        }
+        match &self.user {
+            User::RootIfRoot => {
+                command.args(root_user_args());
+            }
+            User::Unnamed => {}
+            User::Named(name) => {
+                command.args(["--user", name]);
+            }
+            User::Uid(uid) if nix::unistd::geteuid().is_root() => {
+                command.uid(*uid).gid(*uid);
+            }
+            User::Uid(_) => {}
+        }
+        command
+    }
 }
 
 /// How a launched binary ended.
@@ -339,72 +415,118 @@ pub struct Exit {
 }
 
 impl Launch {
-    /// `config` written to `dir/config.yaml`; the data directory defaults to `dir/data`.
+    /// `config` written to `dir/config.yaml` (the caller keeps `dir`); the data directory
+    /// defaults to `dir/data`.
     pub fn new(config: &str, dir: &Path) -> Launch {
         Launch {
             config: config.to_string(),
             dir: dir.to_path_buf(),
-            data_dir: dir.join("data"),
-            env: Vec::new(),
-            args: Vec::new(),
-            uid: None,
+            owned_dir: None,
+            data_dir: None,
+            how: How {
+                env: Vec::new(),
+                env_remove: Vec::new(),
+                args: Vec::new(),
+                user: User::RootIfRoot,
+            },
         }
     }
 
+    /// `config` in a new temporary directory the server owns (removed with it).
+    pub fn fresh(config: &str) -> Launch {
+        Launch::new(config, Path::new("")).in_dir(tempfile::tempdir().expect("temp dir"))
+    }
+
+    /// The config in `dir`, which the server owns from now on.
+    pub fn in_dir(mut self, dir: tempfile::TempDir) -> Launch {
+        self.dir = dir.path().to_path_buf();
+        self.owned_dir = Some(dir);
+        self
+    }
+
     pub fn data_dir(mut self, path: &Path) -> Launch {
-        self.data_dir = path.to_path_buf();
+        self.data_dir = Some(path.to_path_buf());
         self
     }
 
     pub fn env(mut self, name: &str, value: &str) -> Launch {
-        self.env.push((name.to_string(), value.to_string()));
+        self.how.env.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Removes `name` from the environment the process inherits.
+    pub fn env_remove(mut self, name: &str) -> Launch {
+        self.how.env_remove.push(name.to_string());
         self
     }
 
     pub fn arg(mut self, arg: &str) -> Launch {
-        self.args.push(arg.to_string());
+        self.how.args.push(arg.to_string());
+        self
+    }
+
+    /// `--user name`.
+    pub fn user(mut self, name: &str) -> Launch {
+        self.how.user = User::Named(name.to_string());
+        self
+    }
+
+    /// No `--user` at all, even when the tests run as root.
+    pub fn no_user(mut self) -> Launch {
+        self.how.user = User::Unnamed;
         self
     }
 
     /// Runs as this uid and gid (when the tests run as root) instead of `--user root`.
     pub fn run_as_uid(mut self, uid: u32) -> Launch {
-        self.uid = Some(uid);
+        self.how.user = User::Uid(uid);
         self
+    }
+
+    /// Writes the config on a free port and starts the process, without waiting.
+    fn start(self) -> Server {
+        let port = free_port();
+        let config_path = self.dir.join("config.yaml");
+        let text = self
+            .config
+            .replace("{port}", &port.to_string())
+            .replace("{max_keys}", "1000")
+            .replace("{dir}", &self.dir.display().to_string());
+        std::fs::write(&config_path, text).expect("write config");
+        let mut server = Server {
+            child: None,
+            port,
+            config_path,
+            data_dir: self.data_dir.unwrap_or_else(|| self.dir.join("data")),
+            config_dir: self.dir,
+            _dir: self.owned_dir,
+            log: Arc::new(Mutex::new(String::new())),
+            reader: None,
+            how: self.how,
+        };
+        server.spawn_child();
+        server
+    }
+
+    /// Starts it and waits until it accepts connections.
+    pub fn spawn(self) -> Server {
+        let mut server = self.start();
+        server.wait_ready();
+        server
+    }
+
+    /// Starts it without waiting for the listener, for a test that watches readiness
+    /// itself (systemd's READY=1 must come once the listener accepts, not before).
+    pub fn spawn_unready(self) -> Server {
+        self.start()
     }
 
     /// Runs it and waits up to `within` for it to exit; panics (naming `why`) if it keeps
     /// running.
     pub fn expect_exit(self, within: Duration, why: &str) -> Exit {
-        use std::os::unix::process::CommandExt;
-        let config_path = self.dir.join("config.yaml");
-        let text = self
-            .config
-            .replace("{port}", &free_port().to_string())
-            .replace("{max_keys}", "1000")
-            .replace("{dir}", &self.dir.display().to_string());
-        std::fs::write(&config_path, text).expect("write config");
-        let mut command = Command::new(BIN);
-        command
-            .arg("--config")
-            .arg(&config_path)
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .args(&self.args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        match self.uid {
-            Some(uid) if nix::unistd::geteuid().is_root() => {
-                command.uid(uid).gid(uid);
-            }
-            Some(_) => {}
-            None => {
-                command.args(root_user_args());
-            }
-        }
         let started = Instant::now();
-        let mut child = command.spawn().expect("spawn butler-edge");
+        let mut server = self.start();
+        let mut child = server.child.take().expect("running");
         let status = loop {
             if let Ok(Some(status)) = child.try_wait() {
                 break status;
@@ -415,13 +537,9 @@ impl Launch {
             }
             std::thread::sleep(Duration::from_millis(10));
         };
-        let mut stderr = String::new();
-        if let Some(mut pipe) = child.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
-        }
         Exit {
             code: status.code().unwrap_or(-1),
-            stderr,
+            stderr: server.log_after_exit(),
             elapsed: started.elapsed(),
         }
     }
