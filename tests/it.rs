@@ -2,14 +2,16 @@
 //! (`tests/fault.rs` holds the fault tests, which run one at a time.)
 //!
 //! Where a new test goes:
-//! - a key-value endpoint's behaviour (statuses, bodies, names, TTLs, limits) → `kv_api`;
+//! - a key-value endpoint's behaviour (statuses, bodies, names) → `kv_api`;
 //!   listing order → `listing_order`; what butler_subs.qvs sends, byte for byte → `butler_subs`
 //! - starting tasks through QRS, the start-task body and answers → `start_task`
 //! - the fake QRS's own faithfulness to QRS → `fake_qrs`; the runnable fake QRS
 //!   (`cargo run --example fake-qrs`) → `fake_qrs_program`
 //! - what survives restarts, `kill -9` and damage → `durability`
-//! - routing, enablement, limits or timeouts that need no process of its own → `in_process`
-//!   (runs the service in this process; paused tokio time for timeouts)
+//! - routing, enablement, limits, quotas, TTLs or timeouts that need no process of its own →
+//!   `in_process` (runs the service in this process through `app::prepare` + `Service::run`
+//!   on a loopback socket: async tests with paused tokio time for timeouts, or blocking ones
+//!   with the usual `Butler` client through `InProcess::on_thread`)
 //! - HTTPS on the listener → `tls`; client certificates and permissions → `client_auth`
 //! - `/health` and `/metrics` → `health_metrics`
 //! - config loading and `check-config` → `config`; `init` → `init`

@@ -104,6 +104,73 @@ impl Drop for InProcess {
     }
 }
 
+/// An [`InProcess`] service on a runtime of its own thread, for the blocking tests: they
+/// speak to its loopback port with the same [`super::butler::Butler`] client and reqwest
+/// requests as to a spawned [`super::server::Server`], so a test moves in-process by
+/// changing the line that starts it. Dropping it shuts the service down as SIGTERM would
+/// and fails the test if that shutdown is not clean.
+pub struct Threaded {
+    pub port: u16,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), app::StartupError>>>,
+}
+
+impl InProcess {
+    /// As [`InProcess::start`], serving from a thread of its own until dropped.
+    pub fn on_thread(config: &str) -> Threaded {
+        let config = config.to_string();
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            runtime.block_on(async move {
+                let service = InProcess::start(&config).await;
+                let _ = port_tx.send(service.port);
+                let _ = stopped.await;
+                service.stop().await
+            })
+        });
+        let port = port_rx
+            .recv_timeout(WALL_CLOCK_BOUND)
+            .expect("the in-process service did not start");
+        Threaded {
+            port,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Threaded {
+    /// Butler's API on this service (plain HTTP).
+    pub fn butler(&self) -> super::butler::Butler {
+        super::butler::Butler::on_port(self.port)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+}
+
+impl Drop for Threaded {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let ended = thread.join();
+            if !std::thread::panicking() {
+                ended
+                    .expect("the in-process service panicked")
+                    .expect("the in-process service did not shut down cleanly");
+            }
+        }
+    }
+}
+
 /// Status and body of a complete HTTP/1.1 response (`Content-Length` framed).
 fn parse(raw: &[u8]) -> (u16, String) {
     let text = String::from_utf8_lossy(raw);
