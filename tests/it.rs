@@ -10,7 +10,8 @@
 //! - what survives restarts, `kill -9` and damage → `durability`
 //! - routing, enablement, limits or timeouts that need no process of its own → `in_process`
 //!   (runs the service in this process; paused tokio time for timeouts)
-//! - HTTPS on the listener → `tls`; client certificates and permissions → `client_auth`
+//! - HTTPS on the listener → `tls`; client certificates and permissions → `client_auth`;
+//!   API tokens (`clientAuth.mode`, rotation, plain-HTTP refusal) → `api_tokens`
 //! - `/health` and `/metrics` → `health_metrics`
 //! - config loading and `check-config` → `config`; `init` → `init`
 //! - systemd notify, root refusal, `--user`, the free-disk guard seen by the appliance →
@@ -30,6 +31,8 @@
 #[path = "support/mod.rs"]
 mod support;
 
+#[path = "api_tokens.rs"]
+mod api_tokens;
 #[path = "appliance.rs"]
 mod appliance;
 #[path = "appliance_console.rs"]
