@@ -766,4 +766,59 @@ mod tests {
         assert!(IdentityMatch::Uri("spiffe://corp/sense".into()).matches(&id));
         assert!(!IdentityMatch::Uri("spiffe://corp/other".into()).matches(&id));
     }
+
+    #[test]
+    fn tokens_authenticate_only_over_tls_and_only_where_the_mode_accepts_them() {
+        let rule = |name: &str, token: &str| {
+            Arc::new(ClientRule {
+                name: name.to_string(),
+                matcher: None,
+                tokens: vec![token_digest(token)],
+                endpoints: BTreeSet::new(),
+                start_task: None,
+                namespaces: None,
+                namespace_quota: None,
+            })
+        };
+        let mut policy = Policy {
+            enabled: true,
+            mode: AuthMode::CertificateOrToken,
+            clients: vec![rule("a", "tok-a"), rule("b", "tok-b")],
+        };
+        let anon = Caller::Anonymous;
+        let name = |r: Result<Access, Unauthenticated>| r.map(|a| a.name().to_string());
+        assert_eq!(
+            name(policy.authenticate(&anon, Some("tok-b"), true)),
+            Ok("b".into())
+        );
+        assert_eq!(
+            name(policy.authenticate(&anon, Some("tok-c"), true)),
+            Err(Unauthenticated::UnknownToken)
+        );
+        assert_eq!(
+            name(policy.authenticate(&anon, Some("tok-a"), false)),
+            Err(Unauthenticated::PlainHttp)
+        );
+        assert_eq!(
+            name(policy.authenticate(&anon, None, true)),
+            Err(Unauthenticated::Missing)
+        );
+        policy.mode = AuthMode::Certificate;
+        assert_eq!(
+            name(policy.authenticate(&anon, Some("tok-a"), true)),
+            Err(Unauthenticated::TokensOff)
+        );
+        // With authentication off a token is still refused over plain HTTP.
+        policy.enabled = false;
+        assert_eq!(
+            name(policy.authenticate(&anon, Some("tok-a"), false)),
+            Err(Unauthenticated::PlainHttp)
+        );
+        assert_eq!(
+            name(policy.authenticate(&anon, None, false)),
+            Ok("-".into())
+        );
+        let (token, digest) = new_token().unwrap();
+        assert_eq!((token.len(), digest), (68, hex(&token_digest(&token))));
+    }
 }

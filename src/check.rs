@@ -87,9 +87,14 @@ fn client_certificates(out: &mut String, config: &Config) {
         }
         return;
     }
+    let certificates = match auth.policy.mode {
+        crate::authz::AuthMode::Certificate => "required",
+        crate::authz::AuthMode::CertificateOrToken => "accepted",
+        crate::authz::AuthMode::Token => "not asked for",
+    };
     let _ = writeln!(
         out,
-        "client certificates: required ({} CA bundle(s), {} CRL file(s)); clients:",
+        "client certificates: {certificates} ({} CA bundle(s), {} CRL file(s)); clients:",
         auth.ca.len(),
         auth.crl.len()
     );

@@ -178,7 +178,7 @@ pub fn parse_client_auth(r: &Reader, tls: &TlsConfig) -> Result<ClientAuthConfig
         if !tls.enable {
             return Err(ConfigError::Other(
                 "ButlerEdge.clientAuth.enable is true but Butler.restServerConfig.tls.enable is \
-                 false: client certificates and API tokens need HTTPS; enable TLS or disable \
+                 false: client certificates need HTTPS, and so do API tokens; enable TLS or disable \
                  clientAuth"
                     .to_string(),
             ));
@@ -565,6 +565,54 @@ mod tests {
         .to_string();
         assert!(
             e.starts_with("Butler.restServerConfig.tls.cert: expected the path"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn token_clients_hold_digests_only_and_fit_the_mode() {
+        let d1 = "a".repeat(64);
+        let d2 = "b".repeat(64);
+        let base = BASE.replace(
+            "    clients:\n",
+            "    mode: certificateOrToken\n    clients:\n",
+        );
+        let c = Config::parse(
+            &format!("{base}      - name: etl\n        tokenSha256: [{d1}, {d2}]\n        endpoints: [ping]\n"),
+            "t",
+        )
+        .unwrap();
+        let rule = &c.client_auth.policy.clients[0];
+        assert_eq!((rule.tokens.len(), rule.matcher.is_none()), (2, true));
+        let err = |yaml: String| Config::parse(&yaml, "t").unwrap_err().to_string();
+        let e = err(format!(
+            "{base}      - name: etl\n        tokenSha256: bet_0123\n"
+        ));
+        assert!(
+            e.contains("tokenSha256[0]: expected the 64 hex digits"),
+            "{e}"
+        );
+        assert!(!e.contains("bet_0123"), "the value is echoed: {e}");
+        let e = err(format!(
+            "{base}      - name: etl\n        tokenSha256: [{d1}, {d2}, {d1}]\n"
+        ));
+        assert!(e.contains("at most 2"), "{e}");
+        let e = err(format!("{base}      - tokenSha256: {d1}\n"));
+        assert!(e.contains("needs a `name`"), "{e}");
+        let e = err(format!(
+            "{base}      - name: a\n        tokenSha256: {d1}\n      - name: b\n        tokenSha256: {d1}\n"
+        ));
+        assert!(e.contains("already held by client \"a\""), "{e}");
+        let e = err(format!(
+            "{BASE}      - name: a\n        tokenSha256: {d1}\n"
+        ));
+        assert!(
+            e.contains("mode is certificate and the entry has no commonName"),
+            "{e}"
+        );
+        let e = err(base.replace("certificateOrToken", "tokens"));
+        assert!(
+            e.starts_with("ButlerEdge.clientAuth.mode: expected one of certificate"),
             "{e}"
         );
     }
