@@ -11,6 +11,11 @@
 //! The identity is fixed per connection ([`Caller`], from the handshake); the policy it is
 //! looked up in is the current one, so a `SIGHUP` that narrows a client's rights applies to
 //! its next request, even on a kept-alive connection.
+//!
+//! A caller without a certificate may instead send an API token with each request
+//! ([`Policy::authenticate`], per `ButlerEdge.clientAuth.mode`): the config holds only each
+//! token's SHA-256 ([`token_digest`]), compared in constant time with every client's; a token
+//! that is refused is an [`Unauthenticated`] (401), never echoed anywhere.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
