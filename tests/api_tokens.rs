@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use support::fake_qrs::{FakeQrs, FakeTask, butler_qrs_yaml};
 use support::pki::{Ca, CertSpec, Issued, KeyKind, SenseCerts};
 use support::server::{KV_CONFIG, Server, run_cli};
-use support::tls_client::{Conn, Versions, client_config, try_get};
+use support::tls_client::{Conn, Versions, client_config, reqwest_client, try_get};
 
 const A: &str = "aaaaaaaa-0000-4000-8000-000000000001";
 
@@ -327,6 +327,20 @@ fn a_token_client_gets_its_groups_and_namespaces_exactly_like_a_certificate_clie
         let (status, body) = s.bearer(&s.erp.token, method, path, pair("k"));
         assert_status_shape(status, &body, 403, &["\"ERP upstream\"", "\"HR\""]);
     }
+    // Over HTTP/2 too.
+    let h2 = reqwest_client(client_config(
+        &s.server_ca.cert_pem,
+        None,
+        &[b"h2"],
+        Versions::Both,
+    ));
+    let response = h2
+        .get(s.server.https_url("/v4/keyvalues/Sales?key=k"))
+        .bearer_auth(&s.erp.token)
+        .send()
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status().as_u16(), 200);
     // X-Api-Key is the same token in another header.
     let (status, _, body) = s.send(
         None,
@@ -389,7 +403,7 @@ fn a_token_client_gets_its_groups_and_namespaces_exactly_like_a_certificate_clie
             ),
         )
     };
-    assert!(count("token", "ok") >= 10.0, "{metrics}");
+    assert!(count("token", "ok") >= 11.0, "{metrics}");
     assert_eq!(count("token", "unknown_token"), 4.0, "{metrics}");
     assert_eq!(count("none", "no_credentials"), 1.0, "{metrics}");
     assert_eq!(count("certificate", "ok"), 2.0, "{metrics}");
