@@ -11,6 +11,11 @@
 //! The identity is fixed per connection ([`Caller`], from the handshake); the policy it is
 //! looked up in is the current one, so a `SIGHUP` that narrows a client's rights applies to
 //! its next request, even on a kept-alive connection.
+//!
+//! A caller without a certificate may instead send an API token with each request
+//! ([`Policy::authenticate`], per `ButlerEdge.clientAuth.mode`): the config holds only each
+//! token's SHA-256 ([`token_digest`]), compared in constant time with every client's; a token
+//! that is refused is an [`Unauthenticated`] (401), never echoed anywhere.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -295,7 +300,11 @@ impl NamespacePattern {
 pub struct ClientRule {
     /// Shown in logs and 403 messages; defaults to the matched value.
     pub name: String,
-    pub matcher: IdentityMatch,
+    /// The certificate this client presents; `None` for a client known only by tokens.
+    pub matcher: Option<IdentityMatch>,
+    /// SHA-256 digests of the API tokens this client may send (`tokenSha256`, at most two so
+    /// a rotation can overlap); empty for a certificate-only client.
+    pub tokens: Vec<TokenDigest>,
     pub endpoints: BTreeSet<&'static str>,
     /// `None`: any task the global `Butler.startTaskFilter` allows.
     pub start_task: Option<StartTaskPolicy>,
@@ -306,12 +315,157 @@ pub struct ClientRule {
     pub namespace_quota: Option<Arc<NamespaceQuota>>,
 }
 
+/// The SHA-256 digest of an API token.
+pub type TokenDigest = [u8; 32];
+
+/// How callers prove who they are (`ButlerEdge.clientAuth.mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AuthMode {
+    /// A client certificate is required in the TLS handshake; tokens are not accepted
+    /// (the default, and the behaviour before tokens existed).
+    #[default]
+    Certificate,
+    /// A client certificate is asked for but optional; a caller without one must send a
+    /// token with every request.
+    CertificateOrToken,
+    /// No client certificate is asked for; every request must carry a token.
+    Token,
+}
+
+impl AuthMode {
+    pub const NAMES: &'static [&'static str] = &["certificate", "certificateOrToken", "token"];
+
+    pub fn parse(text: &str) -> Option<AuthMode> {
+        match text {
+            "certificate" => Some(AuthMode::Certificate),
+            "certificateOrToken" => Some(AuthMode::CertificateOrToken),
+            "token" => Some(AuthMode::Token),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthMode::Certificate => "certificate",
+            AuthMode::CertificateOrToken => "certificateOrToken",
+            AuthMode::Token => "token",
+        }
+    }
+
+    /// Whether the handshake asks for a client certificate at all.
+    pub fn asks_for_certificate(self) -> bool {
+        self != AuthMode::Token
+    }
+
+    /// Whether requests may authenticate with a token.
+    pub fn accepts_tokens(self) -> bool {
+        self != AuthMode::Certificate
+    }
+}
+
 /// The client list in force.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
-    /// Whether callers must present certificates (and so whether rules apply at all).
+    /// Whether callers must authenticate (and so whether rules apply at all).
     pub enabled: bool,
+    pub mode: AuthMode,
     pub clients: Vec<Arc<ClientRule>>,
+}
+
+/// Why a request's credentials were not accepted: answered 401, with `WWW-Authenticate`.
+/// `Display` is the message the caller reads; it never contains the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unauthenticated {
+    /// A token on a plain-HTTP listener: it crossed the network in clear.
+    PlainHttp,
+    /// A token while `clientAuth.mode` is `certificate`.
+    TokensOff,
+    /// A token that no client entry holds (wrong, unknown or revoked).
+    UnknownToken,
+    /// Neither a certificate nor a token, where one of them is required.
+    Missing,
+}
+
+impl Unauthenticated {
+    /// The short reason used in logs and as the metrics outcome.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Unauthenticated::PlainHttp => "token_over_plain_http",
+            Unauthenticated::TokensOff => "tokens_not_accepted",
+            Unauthenticated::UnknownToken => "unknown_token",
+            Unauthenticated::Missing => "no_credentials",
+        }
+    }
+}
+
+impl std::fmt::Display for Unauthenticated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Unauthenticated::PlainHttp => {
+                "API tokens are accepted only over HTTPS: this token was sent in clear over plain \
+                 HTTP and must be treated as leaked. Revoke it (remove its tokenSha256 from \
+                 ButlerEdge.clientAuth.clients), create a new one with `butler-edge token new`, \
+                 and call the HTTPS listener"
+            }
+            Unauthenticated::TokensOff => {
+                "API tokens are not accepted: ButlerEdge.clientAuth.mode is certificate; present \
+                 a client certificate, or set the mode to certificateOrToken or token"
+            }
+            Unauthenticated::UnknownToken => {
+                "The API token is not valid: no entry in ButlerEdge.clientAuth.clients holds it \
+                 (wrong, unknown or revoked token)"
+            }
+            Unauthenticated::Missing => {
+                "Authentication required: present a client certificate or send an API token \
+                 (Authorization: Bearer <token>, or X-Api-Key: <token>)"
+            }
+        })
+    }
+}
+
+/// How a request authenticated, for the metrics: `certificate`, `token` or `none`.
+pub fn method_of(caller: &Caller, token: Option<&str>) -> &'static str {
+    match (caller, token) {
+        (Caller::Certificate(_), _) => "certificate",
+        (_, Some(_)) => "token",
+        _ => "none",
+    }
+}
+
+/// The SHA-256 of a token. A fast hash is right here, unlike for passwords: a token is 256
+/// random bits, so there is no dictionary to try and nothing a slow hash would protect; the
+/// digest only keeps the config from holding a usable secret.
+pub fn token_digest(token: &str) -> TokenDigest {
+    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+/// A new API token and the hex SHA-256 digest that goes into the config: 256 bits from the
+/// system's secure random source, as 64 hex digits after `bet_` (so secret scanners and
+/// people can tell one when they see it).
+pub fn new_token() -> Result<(String, String), String> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| "the system's random number source failed".to_string())?;
+    let token = format!("bet_{}", hex(&bytes));
+    let digest = hex(&token_digest(&token));
+    Ok((token, digest))
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Equality of two digests in time independent of where they differ (no early exit), by
+/// the `subtle` crate, whose comparison is written so the optimiser cannot add one back.
+fn digests_equal(a: &TokenDigest, b: &TokenDigest) -> bool {
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 impl Policy {
@@ -322,11 +476,61 @@ impl Policy {
             Caller::Anonymous => Access::Unknown {
                 label: "anonymous".to_string(),
             },
-            Caller::Certificate(id) => match self.clients.iter().find(|c| c.matcher.matches(id)) {
+            Caller::Certificate(id) => match self
+                .clients
+                .iter()
+                .find(|c| c.matcher.as_ref().is_some_and(|m| m.matches(id)))
+            {
                 Some(rule) => Access::Client(rule.clone()),
                 None => Access::Unknown { label: id.label() },
             },
         }
+    }
+
+    /// What one request may do: `caller` from the handshake, `token` from its headers,
+    /// `over_tls` whether the listener is HTTPS. A certificate, when presented, decides;
+    /// a token is used only by a caller without one.
+    pub fn authenticate(
+        &self,
+        caller: &Caller,
+        token: Option<&str>,
+        over_tls: bool,
+    ) -> Result<Access, Unauthenticated> {
+        if token.is_some() && !over_tls {
+            return Err(Unauthenticated::PlainHttp);
+        }
+        if !self.enabled || matches!(caller, Caller::Certificate(_)) {
+            return Ok(self.resolve(caller));
+        }
+        match token {
+            None if self.mode.accepts_tokens() => Err(Unauthenticated::Missing),
+            None => Ok(self.resolve(caller)),
+            Some(_) if !self.mode.accepts_tokens() => Err(Unauthenticated::TokensOff),
+            Some(token) => self
+                .client_of_token(&token_digest(token))
+                .map(Access::Client)
+                .ok_or(Unauthenticated::UnknownToken),
+        }
+    }
+
+    /// The client a token belongs to (for naming it in a log line), if any.
+    pub fn token_owner(&self, token: &str) -> Option<Arc<ClientRule>> {
+        self.client_of_token(&token_digest(token))
+    }
+
+    /// The client holding a token digest. Every digest of every client is compared, in
+    /// constant time, whether or not one matched already: the time taken says nothing about
+    /// which client (or which byte) matched.
+    fn client_of_token(&self, digest: &TokenDigest) -> Option<Arc<ClientRule>> {
+        let mut found = None;
+        for client in &self.clients {
+            for held in &client.tokens {
+                if digests_equal(held, digest) {
+                    found = Some(client.clone());
+                }
+            }
+        }
+        found
     }
 }
 
@@ -367,9 +571,13 @@ impl Access {
         match self {
             Access::Open => "-".to_string(),
             Access::Client(rule) => match &rule.matcher {
-                IdentityMatch::DnsName(dns) => format!("dnsName={}", dns.to_ascii_lowercase()),
-                IdentityMatch::CommonName(cn) => format!("commonName={cn}"),
-                IdentityMatch::Uri(uri) => format!("uri={uri}"),
+                Some(IdentityMatch::DnsName(dns)) => {
+                    format!("dnsName={}", dns.to_ascii_lowercase())
+                }
+                Some(IdentityMatch::CommonName(cn)) => format!("commonName={cn}"),
+                Some(IdentityMatch::Uri(uri)) => format!("uri={uri}"),
+                // Client names are unique in the config.
+                None => format!("token client {}", rule.name),
             },
             Access::Unknown { label } => format!("unlisted {label}"),
         }
@@ -477,7 +685,8 @@ mod tests {
     fn rule(endpoints: &[&'static str], namespaces: Option<&[&str]>) -> Access {
         Access::Client(Arc::new(ClientRule {
             name: "etl".to_string(),
-            matcher: IdentityMatch::CommonName("etl".to_string()),
+            matcher: Some(IdentityMatch::CommonName("etl".to_string())),
+            tokens: Vec::new(),
             endpoints: endpoints.iter().copied().collect(),
             start_task: None,
             namespaces: namespaces.map(|n| n.iter().map(|p| NamespacePattern::parse(p)).collect()),
@@ -534,7 +743,8 @@ mod tests {
         };
         let access = Access::Client(Arc::new(ClientRule {
             name: "x".into(),
-            matcher: IdentityMatch::Uri("spiffe://x".into()),
+            matcher: Some(IdentityMatch::Uri("spiffe://x".into())),
+            tokens: Vec::new(),
             endpoints: BTreeSet::new(),
             start_task: Some(own.clone()),
             namespaces: None,
@@ -561,5 +771,60 @@ mod tests {
         assert!(IdentityMatch::DnsName("SENSE.corp.example".into()).matches(&id));
         assert!(IdentityMatch::Uri("spiffe://corp/sense".into()).matches(&id));
         assert!(!IdentityMatch::Uri("spiffe://corp/other".into()).matches(&id));
+    }
+
+    #[test]
+    fn tokens_authenticate_only_over_tls_and_only_where_the_mode_accepts_them() {
+        let rule = |name: &str, token: &str| {
+            Arc::new(ClientRule {
+                name: name.to_string(),
+                matcher: None,
+                tokens: vec![token_digest(token)],
+                endpoints: BTreeSet::new(),
+                start_task: None,
+                namespaces: None,
+                namespace_quota: None,
+            })
+        };
+        let mut policy = Policy {
+            enabled: true,
+            mode: AuthMode::CertificateOrToken,
+            clients: vec![rule("a", "tok-a"), rule("b", "tok-b")],
+        };
+        let anon = Caller::Anonymous;
+        let name = |r: Result<Access, Unauthenticated>| r.map(|a| a.name().to_string());
+        assert_eq!(
+            name(policy.authenticate(&anon, Some("tok-b"), true)),
+            Ok("b".into())
+        );
+        assert_eq!(
+            name(policy.authenticate(&anon, Some("tok-c"), true)),
+            Err(Unauthenticated::UnknownToken)
+        );
+        assert_eq!(
+            name(policy.authenticate(&anon, Some("tok-a"), false)),
+            Err(Unauthenticated::PlainHttp)
+        );
+        assert_eq!(
+            name(policy.authenticate(&anon, None, true)),
+            Err(Unauthenticated::Missing)
+        );
+        policy.mode = AuthMode::Certificate;
+        assert_eq!(
+            name(policy.authenticate(&anon, Some("tok-a"), true)),
+            Err(Unauthenticated::TokensOff)
+        );
+        // With authentication off a token is still refused over plain HTTP.
+        policy.enabled = false;
+        assert_eq!(
+            name(policy.authenticate(&anon, Some("tok-a"), false)),
+            Err(Unauthenticated::PlainHttp)
+        );
+        assert_eq!(
+            name(policy.authenticate(&anon, None, false)),
+            Ok("-".into())
+        );
+        let (token, digest) = new_token().unwrap();
+        assert_eq!((token.len(), digest), (68, hex(&token_digest(&token))));
     }
 }

@@ -87,12 +87,24 @@ fn client_certificates(out: &mut String, config: &Config) {
         }
         return;
     }
+    let certificates = match auth.policy.mode {
+        crate::authz::AuthMode::Certificate => "required",
+        crate::authz::AuthMode::CertificateOrToken => "accepted",
+        crate::authz::AuthMode::Token => "not asked for",
+    };
     let _ = writeln!(
         out,
-        "client certificates: required ({} CA bundle(s), {} CRL file(s)); clients:",
+        "client certificates: {certificates} ({} CA bundle(s), {} CRL file(s)); clients:",
         auth.ca.len(),
         auth.crl.len()
     );
+    if auth.policy.mode != crate::authz::AuthMode::Certificate {
+        let _ = writeln!(
+            out,
+            "authentication mode: {} (ButlerEdge.clientAuth.mode; API tokens accepted over HTTPS)",
+            auth.policy.mode.name()
+        );
+    }
     for client in &auth.policy.clients {
         let endpoints: Vec<&str> = client.endpoints.iter().copied().collect();
         let own_list = match &client.start_task {
@@ -112,9 +124,25 @@ fn client_certificates(out: &mut String, config: &Config) {
             out,
             "  {:?} ({}): {}{own_list}{namespaces}",
             client.name,
-            client.matcher.describe(),
+            describe(client),
             list_or(&endpoints, "no endpoints"),
         );
+    }
+}
+
+/// How check-config names what a client authenticates with: its certificate identity and,
+/// for token clients, how many token digests it holds (never the digests).
+fn describe(client: &crate::authz::ClientRule) -> String {
+    let tokens = match client.tokens.len() {
+        0 => None,
+        1 => Some("API token".to_string()),
+        n => Some(format!("{n} API tokens (rotation)")),
+    };
+    match (client.matcher.as_ref().map(|m| m.describe()), tokens) {
+        (Some(m), Some(t)) => format!("{m} or {t}"),
+        (Some(m), None) => m,
+        (None, Some(t)) => t,
+        (None, None) => "nothing".to_string(),
     }
 }
 

@@ -8,7 +8,7 @@
 //!    `systemd` (READY/WATCHDOG, liveness probes handed in)
 //! 2. `kv` (the durable store), `qrs` (the QRS client)
 //! 3. `tasks` (the start-task service: idempotency, disk checks, planning and execution)
-//! 4. `authz` (endpoint groups, permissions, `Denied`)
+//! 4. `authz` (endpoint groups, permissions, `Denied`, API token digests and `clientAuth.mode`)
 //! 5. `config` (Butler YAML → typed settings and `Features`, the decision of what runs, once)
 //! 6. `security` (TLS settings, certificate inventory), `metrics` (Prometheus registry)
 //! 7. `http` (connections, limits, the one error map; serves any `http::handler::Handler`)

@@ -50,8 +50,21 @@ enum Command {
     Provision(butler_edge::appliance::provision::ProvisionArgs),
     /// Show the appliance's state on a console, refreshed (appliance console unit).
     Console(butler_edge::appliance::console::ConsoleArgs),
+    /// API tokens for callers that cannot present a client certificate.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Hand the first-boot admin bundle out once, for a one-time code shown on the console.
     Enrol(butler_edge::appliance::enrol::EnrolArgs),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a new random API token once, and the config lines (with its SHA-256 only) for
+    /// the client NAME.
+    New {
+        /// The client's name in ButlerEdge.clientAuth.clients (shown in logs and messages).
+        name: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -83,6 +96,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_FAILURE)
             }
         },
+        Some(Command::Token(TokenCommand::New { name })) => token_new(&name),
         None => serve(cli.config, cli.data_dir, cli.user),
     }
 }
@@ -159,5 +173,32 @@ fn check_config(file: &PathBuf) -> ExitCode {
         Err(code) => return code,
     };
     print!("{}", butler_edge::check::report(&config));
+    ExitCode::SUCCESS
+}
+
+/// `token new NAME`: the token goes to stdout once and is not stored anywhere; the config
+/// gets only its digest.
+fn token_new(name: &str) -> ExitCode {
+    let (token, digest) = match butler_edge::authz::new_token() {
+        Ok(pair) => pair,
+        Err(e) => {
+            eprintln!("butler-edge token new: {e}; no token was created");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let name = serde_json::to_string(name).unwrap_or_default();
+    print!(
+        "API token for client {name} (shown once; store it in the caller, e.g. the Qlik REST \
+         connection's header, and nowhere else):\n\n  {token}\n\n\
+         The caller sends it as `Authorization: Bearer {token}` (or `X-Api-Key: {token}`), over \
+         HTTPS only.\n\n\
+         Add this entry under ButlerEdge.clientAuth.clients (set ButlerEdge.clientAuth.mode to \
+         certificateOrToken or token), with the endpoints it needs; then reload (SIGHUP):\n\n\
+         \x20     - name: {name}\n\
+         \x20       tokenSha256: [{digest}]\n\
+         \x20       endpoints: [ping, kvRead, kvWrite, startTask]\n\n\
+         To rotate, add the new digest to the existing entry's tokenSha256 list (two may be \
+         valid at once), move the caller to the new token, then remove the old digest.\n"
+    );
     ExitCode::SUCCESS
 }

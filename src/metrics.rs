@@ -79,6 +79,14 @@ struct RequestLabels {
     status: Status,
 }
 
+/// How a request authenticated (`certificate`, `token`, `none`) and the outcome (`ok`, or the
+/// reason it was refused). Never the token, nor the client.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuthLabels {
+    method: &'static str,
+    outcome: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabels {
     endpoint: &'static str,
@@ -93,6 +101,7 @@ pub struct Metrics {
     started: Instant,
     requests: Family<RequestLabels, Counter>,
     latency: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+    authentications: Family<AuthLabels, Counter>,
     tasks_started: Counter,
     tasks_failed: Counter,
     qrs_unreachable: Counter,
@@ -116,6 +125,12 @@ impl Metrics {
             "butler_edge_http_request_duration_seconds",
             "Time from request head to response, by endpoint",
             latency.clone(),
+        );
+        let authentications = Family::<AuthLabels, Counter>::default();
+        registry.register(
+            "butler_edge_authentications",
+            "Requests authenticated with client authentication on, by method and outcome",
+            authentications.clone(),
         );
         let (tasks_started, tasks_failed, qrs_unreachable) = Default::default();
         if sources.start_task {
@@ -149,6 +164,7 @@ impl Metrics {
             started,
             requests,
             latency,
+            authentications,
             tasks_started,
             tasks_failed,
             qrs_unreachable,
@@ -170,6 +186,14 @@ impl Metrics {
     /// Counts a start-task request answered 502 because QRS could not be asked.
     pub fn qrs_unreachable(&self) {
         self.qrs_unreachable.inc();
+    }
+
+    /// Counts one authentication: `method` certificate, token or none; `outcome` ok or why
+    /// it was refused.
+    pub fn authenticated(&self, method: &'static str, outcome: &'static str) {
+        self.authentications
+            .get_or_create(&AuthLabels { method, outcome })
+            .inc();
     }
 
     /// Counts one answered request.

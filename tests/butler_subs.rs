@@ -74,7 +74,8 @@ const PUT: (&str, &str) = ("X-HTTP-Method-Override", "PUT");
 const DELETE: (&str, &str) = ("X-HTTP-Method-Override", "DELETE");
 
 /// AddKeyValue's body: `ttl` only when > 0, as the sub builds it.
-fn add_key_value_body(key: &str, value: &str, ttl: u64) -> String {
+/// (Also replayed through an API token by `api_tokens`.)
+pub(crate) fn add_key_value_body(key: &str, value: &str, ttl: u64) -> String {
     if ttl > 0 {
         format!(r#"{{"key": "{key}", "value": "{value}", "ttl": "{ttl}"}}"#)
     } else {
@@ -83,7 +84,12 @@ fn add_key_value_body(key: &str, value: &str, ttl: u64) -> String {
 }
 
 /// StartTask's body from its tables, as its loops concatenate the items.
-fn start_task_body(ids: &[&str], tags: &[&str], cps: &[(&str, &str)], kvs: &[[&str; 4]]) -> String {
+pub(crate) fn start_task_body(
+    ids: &[&str],
+    tags: &[&str],
+    cps: &[(&str, &str)],
+    kvs: &[[&str; 4]],
+) -> String {
     let mut body = String::new();
     for id in ids {
         body += &format!(r#"{{"type":"starttaskid", "payload":{{"taskId":"{id}"}}}},"#);

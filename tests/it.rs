@@ -12,7 +12,8 @@
 //!   `in_process` (runs the service in this process through `app::prepare` + `Service::run`
 //!   on a loopback socket: async tests with paused tokio time for timeouts, or blocking ones
 //!   with the usual `Butler` client through `InProcess::on_thread`)
-//! - HTTPS on the listener → `tls`; client certificates and permissions → `client_auth`
+//! - HTTPS on the listener → `tls`; client certificates and permissions → `client_auth`;
+//!   API tokens (`clientAuth.mode`, rotation, plain-HTTP refusal) → `api_tokens`
 //! - `/health` and `/metrics` → `health_metrics`
 //! - config loading and `check-config` → `config`; `init` → `init`
 //! - systemd notify, root refusal, `--user`, the free-disk guard seen by the appliance →
@@ -33,6 +34,8 @@
 #[path = "support/mod.rs"]
 mod support;
 
+#[path = "api_tokens.rs"]
+mod api_tokens;
 #[path = "appliance.rs"]
 mod appliance;
 #[path = "appliance_console.rs"]

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{ConfigError, Reader};
-use crate::authz::{ClientRule, EndpointGroup, IdentityMatch, NamespacePattern, Policy};
+use crate::authz::{
+    AuthMode, ClientRule, EndpointGroup, IdentityMatch, NamespacePattern, Policy, TokenDigest,
+};
 use crate::kv::NamespaceQuota;
 use crate::tasks::StartTaskPolicy;
 
@@ -104,14 +106,26 @@ pub fn parse_client_auth(r: &Reader, tls: &TlsConfig) -> Result<ClientAuthConfig
     let mut clients: Vec<Arc<ClientRule>> = Vec::new();
     for (i, item) in r.list("ButlerEdge.clientAuth.clients")?.iter().enumerate() {
         let rule = parse_client(&format!("ButlerEdge.clientAuth.clients[{i}]"), item)?;
-        if let Some(earlier) = clients
-            .iter()
-            .find(|c| c.matcher.same_identity(&rule.matcher))
+        if let Some(matcher) = &rule.matcher
+            && let Some(earlier) = clients
+                .iter()
+                .find(|c| c.matcher.as_ref().is_some_and(|m| m.same_identity(matcher)))
         {
             return Err(ConfigError::Other(format!(
                 "ButlerEdge.clientAuth.clients[{i}]: {} is already used by client {:?}; \
                  each certificate identity may appear once",
-                rule.matcher.describe(),
+                matcher.describe(),
+                earlier.name
+            )));
+        }
+        if let Some(earlier) = clients
+            .iter()
+            .find(|c| c.tokens.iter().any(|t| rule.tokens.contains(t)))
+        {
+            return Err(ConfigError::Other(format!(
+                "ButlerEdge.clientAuth.clients[{i}].tokenSha256: a token digest is already held \
+                 by client {:?}; each token belongs to one client (create a new one with \
+                 `butler-edge token new NAME`)",
                 earlier.name
             )));
         }
@@ -126,15 +140,50 @@ pub fn parse_client_auth(r: &Reader, tls: &TlsConfig) -> Result<ClientAuthConfig
         }
         clients.push(Arc::new(rule));
     }
+    let mode = match r.get("ButlerEdge.clientAuth.mode") {
+        None | Some(Value::Null) => AuthMode::default(),
+        Some(Value::String(s)) if AuthMode::parse(s).is_some() => {
+            AuthMode::parse(s).unwrap_or_default()
+        }
+        Some(other) => {
+            return Err(ConfigError::invalid(
+                "ButlerEdge.clientAuth.mode",
+                format!("one of {}", AuthMode::NAMES.join(", ")),
+                other,
+            ));
+        }
+    };
+    for (i, client) in clients.iter().enumerate() {
+        let useless = match mode {
+            AuthMode::Certificate => client.matcher.is_none(),
+            AuthMode::Token => client.tokens.is_empty(),
+            AuthMode::CertificateOrToken => false,
+        };
+        if enable && useless {
+            return Err(ConfigError::Other(format!(
+                "ButlerEdge.clientAuth.clients[{i}] ({:?}) cannot authenticate: \
+                 ButlerEdge.clientAuth.mode is {} and the entry has no {}; add one, or set the \
+                 mode to certificateOrToken",
+                client.name,
+                mode.name(),
+                if mode == AuthMode::Token {
+                    "tokenSha256"
+                } else {
+                    "commonName, dnsName or uri"
+                }
+            )));
+        }
+    }
     if enable {
         if !tls.enable {
             return Err(ConfigError::Other(
                 "ButlerEdge.clientAuth.enable is true but Butler.restServerConfig.tls.enable is \
-                 false: client certificates need HTTPS; enable TLS or disable clientAuth"
+                 false: client certificates need HTTPS, and so do API tokens; enable TLS or disable \
+                 clientAuth"
                     .to_string(),
             ));
         }
-        if ca.is_empty() {
+        if ca.is_empty() && mode.asks_for_certificate() {
             return Err(ConfigError::Invalid {
                 path: "ButlerEdge.clientAuth.ca".to_string(),
                 expected: "the PEM CA bundle(s) that issue caller certificates".to_string(),
@@ -148,6 +197,7 @@ pub fn parse_client_auth(r: &Reader, tls: &TlsConfig) -> Result<ClientAuthConfig
         crl,
         policy: Policy {
             enabled: enable,
+            mode,
             clients,
         },
     })
@@ -162,6 +212,7 @@ const CLIENT_KEYS: &[&str] = &[
     "commonName",
     "dnsName",
     "uri",
+    "tokenSha256",
     "endpoints",
     "startTask",
     "kvNamespaces",
@@ -204,7 +255,8 @@ fn parse_client(at: &str, item: &Value) -> Result<ClientRule, ConfigError> {
         )));
     }
     let field = |key: &str| map.get(key).filter(|v| !v.is_null());
-    let (matcher, name) = parse_identity(at, &field)?;
+    let tokens = parse_tokens(&format!("{at}.tokenSha256"), field("tokenSha256"))?;
+    let (matcher, name) = parse_identity(at, &field, !tokens.is_empty())?;
     let endpoints = parse_endpoints(&format!("{at}.endpoints"), field("endpoints"))?;
     let start_task = match field("startTask") {
         None => None,
@@ -249,6 +301,7 @@ fn parse_client(at: &str, item: &Value) -> Result<ClientRule, ConfigError> {
     Ok(ClientRule {
         name,
         matcher,
+        tokens,
         endpoints,
         start_task,
         namespaces,
@@ -256,11 +309,58 @@ fn parse_client(at: &str, item: &Value) -> Result<ClientRule, ConfigError> {
     })
 }
 
-/// Which certificate the entry is (exactly one of commonName, dnsName, uri) and its name.
+/// Most token digests one client may hold: the current one and, during a rotation, the next.
+pub const MAX_TOKENS_PER_CLIENT: usize = 2;
+
+/// `tokenSha256`: one or two hex SHA-256 digests of tokens (`butler-edge token new` prints
+/// them). Only digests are accepted, so the config never holds a usable token.
+fn parse_tokens(at: &str, value: Option<&Value>) -> Result<Vec<TokenDigest>, ConfigError> {
+    let texts = match value {
+        None => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(v) => text_list(at, Some(v))?,
+    };
+    if texts.len() > MAX_TOKENS_PER_CLIENT {
+        return Err(ConfigError::Other(format!(
+            "{at}: {} token digests; a client may hold at most {MAX_TOKENS_PER_CLIENT} (the \
+             current token and the next one during a rotation)",
+            texts.len()
+        )));
+    }
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, hex)| {
+            parse_digest(hex).ok_or_else(|| {
+                ConfigError::Other(format!(
+                    "{at}[{i}]: expected the 64 hex digits of a token's SHA-256, as printed by \
+                     `butler-edge token new NAME` (never the token itself), found {} characters",
+                    hex.len()
+                ))
+            })
+        })
+        .collect()
+}
+
+fn parse_digest(hex: &str) -> Option<TokenDigest> {
+    let hex = hex.trim();
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Which certificate the entry is (at most one of commonName, dnsName, uri; exactly one
+/// without tokens) and its name (required for a token-only client).
 fn parse_identity<'v>(
     at: &str,
     field: &impl Fn(&str) -> Option<&'v Value>,
-) -> Result<(IdentityMatch, String), ConfigError> {
+    has_tokens: bool,
+) -> Result<(Option<IdentityMatch>, String), ConfigError> {
     let mut matchers = Vec::new();
     if let Some(v) = field("commonName") {
         matchers.push(IdentityMatch::CommonName(text(
@@ -274,21 +374,27 @@ fn parse_identity<'v>(
     if let Some(v) = field("uri") {
         matchers.push(IdentityMatch::Uri(text(&format!("{at}.uri"), v)?));
     }
-    if matchers.len() != 1 {
+    if matchers.len() > 1 || (matchers.is_empty() && !has_tokens) {
         return Err(ConfigError::Other(format!(
             "{at}: give exactly one of commonName, dnsName or uri to say which certificate \
-             this client is (found {})",
+             this client is, or tokenSha256 for a client that sends an API token (found {} \
+             certificate identities)",
             matchers.len()
         )));
     }
-    let matcher = matchers.remove(0);
-    let name = match field("name") {
-        Some(v) => text(&format!("{at}.name"), v)?,
-        None => match &matcher {
-            IdentityMatch::CommonName(v) | IdentityMatch::DnsName(v) | IdentityMatch::Uri(v) => {
-                v.clone()
-            }
-        },
+    let matcher = matchers.pop();
+    let name = match (field("name"), &matcher) {
+        (Some(v), _) => text(&format!("{at}.name"), v)?,
+        (
+            None,
+            Some(IdentityMatch::CommonName(v) | IdentityMatch::DnsName(v) | IdentityMatch::Uri(v)),
+        ) => v.clone(),
+        (None, None) => {
+            return Err(ConfigError::Other(format!(
+                "{at}: a client known only by tokenSha256 needs a `name` (it labels the \
+                 client in logs and messages)"
+            )));
+        }
     };
     Ok((matcher, name))
 }
@@ -459,6 +565,54 @@ mod tests {
         .to_string();
         assert!(
             e.starts_with("Butler.restServerConfig.tls.cert: expected the path"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn token_clients_hold_digests_only_and_fit_the_mode() {
+        let d1 = "a".repeat(64);
+        let d2 = "b".repeat(64);
+        let base = BASE.replace(
+            "    clients:\n",
+            "    mode: certificateOrToken\n    clients:\n",
+        );
+        let c = Config::parse(
+            &format!("{base}      - name: etl\n        tokenSha256: [{d1}, {d2}]\n        endpoints: [ping]\n"),
+            "t",
+        )
+        .unwrap();
+        let rule = &c.client_auth.policy.clients[0];
+        assert_eq!((rule.tokens.len(), rule.matcher.is_none()), (2, true));
+        let err = |yaml: String| Config::parse(&yaml, "t").unwrap_err().to_string();
+        let e = err(format!(
+            "{base}      - name: etl\n        tokenSha256: bet_0123\n"
+        ));
+        assert!(
+            e.contains("tokenSha256[0]: expected the 64 hex digits"),
+            "{e}"
+        );
+        assert!(!e.contains("bet_0123"), "the value is echoed: {e}");
+        let e = err(format!(
+            "{base}      - name: etl\n        tokenSha256: [{d1}, {d2}, {d1}]\n"
+        ));
+        assert!(e.contains("at most 2"), "{e}");
+        let e = err(format!("{base}      - tokenSha256: {d1}\n"));
+        assert!(e.contains("needs a `name`"), "{e}");
+        let e = err(format!(
+            "{base}      - name: a\n        tokenSha256: {d1}\n      - name: b\n        tokenSha256: {d1}\n"
+        ));
+        assert!(e.contains("already held by client \"a\""), "{e}");
+        let e = err(format!(
+            "{BASE}      - name: a\n        tokenSha256: {d1}\n"
+        ));
+        assert!(
+            e.contains("mode is certificate and the entry has no commonName"),
+            "{e}"
+        );
+        let e = err(base.replace("certificateOrToken", "tokens"));
+        assert!(
+            e.starts_with("ButlerEdge.clientAuth.mode: expected one of certificate"),
             "{e}"
         );
     }

@@ -42,9 +42,9 @@ use tokio::sync::{Semaphore, watch};
 
 use super::access_log;
 use super::connections::{Admission, Connection, Registry, Tracked};
-use super::handler::{Handler, PeerAddr};
-use super::response::ResponseBody;
-use crate::authz::{Caller, CertIdentity};
+use super::handler::{Handled, Handler, PeerAddr};
+use super::response::{ResponseBody, butler_error};
+use crate::authz::{Access, Caller, CertIdentity, Unauthenticated};
 use crate::config::Limits;
 use crate::metrics::Metrics;
 use crate::security::{SecurityHandle, handshake_log};
@@ -278,7 +278,8 @@ async fn run_connection<H: Handler>(
                 }
             }
             let io = TokioIo::new(stream);
-            serve_connection(io, peer, Caller::Anonymous, state, &builder, connection).await;
+            let caller = (Caller::Anonymous, false);
+            serve_connection(io, peer, caller, state, &builder, connection).await;
         }
         Some(acceptor) => {
             let handshake = tokio::select! {
@@ -297,6 +298,7 @@ async fn run_connection<H: Handler>(
                         _ => Caller::Anonymous,
                     };
                     let io = TokioIo::new(tls_stream);
+                    let caller = (caller, true);
                     serve_connection(io, peer, caller, state, &builder, connection).await;
                 }
                 // A peer that connects and leaves without a word (a port probe,
@@ -321,12 +323,14 @@ async fn run_connection<H: Handler>(
     }
 }
 
-/// The hyper service of one connection: each request is counted in flight, answered by the
-/// handler with the caller's current permissions, and recorded in the access log.
+/// The hyper service of one connection: each request is counted in flight, authenticated
+/// (the connection's certificate, or the request's API token) against the current client
+/// list, answered by the handler with the caller's permissions (or 401), and recorded in the
+/// access log. `caller` is the handshake's caller and whether the connection is TLS.
 fn request_service<H: Handler>(
     state: Arc<Server<H>>,
     peer: SocketAddr,
-    caller: Caller,
+    (caller, over_tls): (Caller, bool),
     connection: &Connection,
 ) -> impl hyper::service::Service<
     http::Request<Incoming>,
@@ -344,16 +348,40 @@ fn request_service<H: Handler>(
         // In flight from here until hyper has taken the whole response body.
         let in_flight = requests.start();
         // Resolved per request, so a reloaded client list applies to open connections too.
-        let access = state.security.current().policy.resolve(&caller);
+        let policy = state.security.current().policy.clone();
+        let token = api_token(req.headers()).map(str::to_string);
+        let token = token.as_deref();
+        let authenticated = policy.authenticate(&caller, token, over_tls);
+        // A token sent in clear names its owner, so the admin knows whose to revoke.
+        let owner = match &authenticated {
+            Err(_) => token.and_then(|t| policy.token_owner(t)),
+            Ok(_) => None,
+        };
+        if policy.enabled || token.is_some() {
+            let outcome = authenticated.as_ref().map_or_else(|e| e.reason(), |_| "ok");
+            state
+                .metrics
+                .authenticated(crate::authz::method_of(&caller, token), outcome);
+        }
         async move {
             let started = Instant::now();
             let path = req.uri().path().to_string();
-            let handled = state.handler.handle(req, &access).await;
+            let (handled, access) = match authenticated {
+                Ok(access) => (state.handler.handle(req, &access).await, access),
+                Err(refused) => {
+                    let client = owner.as_ref().map_or("-", |c| c.name.as_str());
+                    (unauthenticated(&req, peer, client, refused), Access::Open)
+                }
+            };
             access_log::record(
                 &state.metrics,
                 &access_log::Answered {
                     peer,
-                    client: access.name(),
+                    client: if handled.response.status() == http::StatusCode::UNAUTHORIZED {
+                        "unauthenticated"
+                    } else {
+                        access.name()
+                    },
                     method: &handled.method,
                     path: &path,
                     status: handled.response.status().as_u16(),
@@ -366,12 +394,59 @@ fn request_service<H: Handler>(
     })
 }
 
+/// The API token a request carries: `Authorization: Bearer <token>`, or `X-Api-Key: <token>`
+/// for tools that can set only a custom header. An `Authorization` of another scheme (Basic)
+/// is not a token and is left alone, as before tokens existed.
+fn api_token(headers: &http::HeaderMap) -> Option<&str> {
+    let bearer = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        });
+    bearer
+        .or_else(|| {
+            headers
+                .get("x-api-key")
+                .map(|v| v.to_str().map(str::trim).unwrap_or("\u{fffd}"))
+        })
+        .filter(|t| !t.is_empty())
+}
+
+/// The 401 for a request whose credentials were refused: Butler's error shape, a
+/// `WWW-Authenticate` challenge, and a bounded log line with the reason (never the token).
+fn unauthenticated(
+    req: &http::Request<Incoming>,
+    peer: SocketAddr,
+    client: &str,
+    refused: Unauthenticated,
+) -> Handled {
+    let message = refused.to_string();
+    crate::security::auth_log::refused(peer.ip(), client, refused.reason(), &message);
+    let mut response = butler_error(http::StatusCode::UNAUTHORIZED, &message);
+    let challenge = format!(
+        "Bearer realm=\"butler-edge\", error=\"invalid_token\", error_description=\"{}\"",
+        refused.reason()
+    );
+    if let Ok(value) = http::HeaderValue::from_str(&challenge) {
+        response
+            .headers_mut()
+            .insert(http::header::WWW_AUTHENTICATE, value);
+    }
+    Handled {
+        response,
+        method: req.method().clone(),
+        route: None,
+    }
+}
+
 /// Serves HTTP/1.1 or HTTP/2 on one established (possibly TLS) connection until the
 /// peer leaves, or it is closed: idle for `idleTimeoutMs`, evicted, or shutdown.
 async fn serve_connection<I, H>(
     io: TokioIo<I>,
     peer: SocketAddr,
-    caller: Caller,
+    caller: (Caller, bool),
     state: Arc<Server<H>>,
     builder: &auto::Builder<TokioExecutor>,
     connection: Connection,

@@ -9,8 +9,9 @@
 //!
 //! [`tls`] builds the rustls server configuration from the files; [`inventory`] lists the
 //! certificate files a config uses and how close they are to expiry; [`handshake_log`]
-//! bounds the lines failed handshakes write.
+//! bounds the lines failed handshakes write; [`auth_log`] those of refused API tokens.
 
+pub mod auth_log;
 pub mod handshake_log;
 pub mod inventory;
 pub mod tls;

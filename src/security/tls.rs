@@ -16,7 +16,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig};
 
-use crate::authz::CertIdentity;
+use crate::authz::{AuthMode, CertIdentity};
 use crate::config::{ClientAuthConfig, TlsConfig};
 use crate::pki::{self, PemError};
 
@@ -88,44 +88,9 @@ pub fn server_config(
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsSetupError::Other(format!("TLS protocol versions: {e}")))?;
-    let builder = if client_auth.enable {
-        let mut roots = RootCertStore::empty();
-        let mut cas = Vec::new();
-        for path in &client_auth.ca {
-            for cert in read_certs("ButlerEdge.clientAuth.ca", path)? {
-                cas.push(cert.clone());
-                roots.add(cert).map_err(|e| {
-                    file_error(
-                        "ButlerEdge.clientAuth.ca",
-                        path,
-                        format!("not a usable CA certificate: {e}"),
-                    )
-                })?;
-            }
-        }
-        let mut crls = Vec::new();
-        for path in &client_auth.crl {
-            let in_file = pki::crls(path).map_err(unusable("ButlerEdge.clientAuth.crl", path))?;
-            for crl in &in_file {
-                pki::check_crl_signature(crl, &cas)
-                    .map_err(unusable("ButlerEdge.clientAuth.crl", path))?;
-            }
-            crls.extend(in_file);
-        }
-        // CRLs are checked for the CAs that issued them; certificates of a CA with no CRL
-        // configured are accepted when otherwise valid (a missing CRL is not a revocation).
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-            .with_crls(crls)
-            .allow_unknown_revocation_status()
-            .build()
-            .map_err(|e| {
-                TlsSetupError::Other(format!(
-                    "ButlerEdge.clientAuth: cannot use the CA bundles {} with the CRLs {}: {e}",
-                    list(&client_auth.ca),
-                    list(&client_auth.crl)
-                ))
-            })?;
-        builder.with_client_cert_verifier(Arc::new(NamingVerifier { inner: verifier }))
+    let asks = client_auth.enable && client_auth.policy.mode.asks_for_certificate();
+    let builder = if asks {
+        builder.with_client_cert_verifier(client_verifier(client_auth, provider)?)
     } else {
         builder.with_no_client_auth()
     };
@@ -143,7 +108,7 @@ pub fn server_config(
         )),
     })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    if client_auth.enable {
+    if asks {
         // A resumed session skips the client certificate check: a certificate that expired
         // (or a CA removed on reload) would keep getting in for the session's lifetime. So
         // with client certificates required, no session is stored and no TLS 1.3 ticket is
@@ -153,6 +118,54 @@ pub fn server_config(
         config.send_tls13_tickets = 0;
     }
     Ok(config)
+}
+
+/// The verifier of caller certificates: the configured CAs and CRLs. In mode
+/// `certificateOrToken` a caller may also complete the handshake without a certificate (it
+/// must then send a token with each request); in mode `certificate` it may not.
+fn client_verifier(
+    client_auth: &ClientAuthConfig,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsSetupError> {
+    let mut roots = RootCertStore::empty();
+    let mut cas = Vec::new();
+    for path in &client_auth.ca {
+        for cert in read_certs("ButlerEdge.clientAuth.ca", path)? {
+            cas.push(cert.clone());
+            roots.add(cert).map_err(|e| {
+                file_error(
+                    "ButlerEdge.clientAuth.ca",
+                    path,
+                    format!("not a usable CA certificate: {e}"),
+                )
+            })?;
+        }
+    }
+    let mut crls = Vec::new();
+    for path in &client_auth.crl {
+        let in_file = pki::crls(path).map_err(unusable("ButlerEdge.clientAuth.crl", path))?;
+        for crl in &in_file {
+            pki::check_crl_signature(crl, &cas)
+                .map_err(unusable("ButlerEdge.clientAuth.crl", path))?;
+        }
+        crls.extend(in_file);
+    }
+    // CRLs are checked for the CAs that issued them; certificates of a CA with no CRL
+    // configured are accepted when otherwise valid (a missing CRL is not a revocation).
+    let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .with_crls(crls)
+        .allow_unknown_revocation_status();
+    if client_auth.policy.mode == AuthMode::CertificateOrToken {
+        verifier = verifier.allow_unauthenticated();
+    }
+    let verifier = verifier.build().map_err(|e| {
+        TlsSetupError::Other(format!(
+            "ButlerEdge.clientAuth: cannot use the CA bundles {} with the CRLs {}: {e}",
+            list(&client_auth.ca),
+            list(&client_auth.crl)
+        ))
+    })?;
+    Ok(Arc::new(NamingVerifier { inner: verifier }))
 }
 
 fn list(paths: &[PathBuf]) -> String {

@@ -317,7 +317,7 @@ pub fn run_cli(args: &[&str]) -> (i32, String, String) {
     let serves = !args.iter().any(|a| {
         matches!(
             *a,
-            "check-config" | "init" | "--version" | "-V" | "--help" | "-h"
+            "check-config" | "init" | "token" | "--version" | "-V" | "--help" | "-h"
         )
     });
     let out = Command::new(BIN)

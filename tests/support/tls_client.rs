@@ -113,8 +113,15 @@ impl Conn {
             "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()
         );
+        let (status, _, body) = self.exchange(format!("{head}{body}").as_bytes())?;
+        Ok((status, body))
+    }
+
+    /// Sends `request` as it is (one whole HTTP/1.1 request, byte for byte) and reads the
+    /// answer: (status, response head, body).
+    pub fn exchange(&mut self, request: &[u8]) -> Result<(u16, String, String), String> {
         self.stream
-            .write_all(format!("{head}{body}").as_bytes())
+            .write_all(request)
             .map_err(|e| format!("write: {e}"))?;
         self.stream.flush().map_err(|e| format!("flush: {e}"))?;
         let mut buf = Vec::new();
@@ -158,6 +165,7 @@ impl Conn {
         }
         Ok((
             status,
+            head,
             String::from_utf8_lossy(&buf[header_end..header_end + length]).to_string(),
         ))
     }
