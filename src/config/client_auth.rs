@@ -103,63 +103,104 @@ pub fn parse_client_auth(r: &Reader, tls: &TlsConfig) -> Result<ClientAuthConfig
     let enable = r.bool("ButlerEdge.clientAuth.enable", false)?;
     let ca = paths(r, "ButlerEdge.clientAuth.ca")?;
     let crl = paths(r, "ButlerEdge.clientAuth.crl")?;
+    let clients = parse_clients(r)?;
+    let mode = parse_mode(r)?;
+    if enable {
+        every_client_can_authenticate(&clients, mode)?;
+        check_needs(tls, &ca, mode)?;
+    }
+    Ok(ClientAuthConfig {
+        enable,
+        ca,
+        crl,
+        policy: Policy {
+            enabled: enable,
+            mode,
+            clients,
+        },
+    })
+}
+
+/// The `clients` list, each entry with an identity, a token and a name no earlier entry has.
+fn parse_clients(r: &Reader) -> Result<Vec<Arc<ClientRule>>, ConfigError> {
     let mut clients: Vec<Arc<ClientRule>> = Vec::new();
     for (i, item) in r.list("ButlerEdge.clientAuth.clients")?.iter().enumerate() {
         let rule = parse_client(&format!("ButlerEdge.clientAuth.clients[{i}]"), item)?;
-        if let Some(matcher) = &rule.matcher
-            && let Some(earlier) = clients
-                .iter()
-                .find(|c| c.matcher.as_ref().is_some_and(|m| m.same_identity(matcher)))
-        {
-            return Err(ConfigError::Other(format!(
-                "ButlerEdge.clientAuth.clients[{i}]: {} is already used by client {:?}; \
-                 each certificate identity may appear once",
-                matcher.describe(),
-                earlier.name
-            )));
-        }
-        if let Some(earlier) = clients
-            .iter()
-            .find(|c| c.tokens.iter().any(|t| rule.tokens.contains(t)))
-        {
-            return Err(ConfigError::Other(format!(
-                "ButlerEdge.clientAuth.clients[{i}].tokenSha256: a token digest is already held \
-                 by client {:?}; each token belongs to one client (create a new one with \
-                 `butler-edge token new NAME`)",
-                earlier.name
-            )));
-        }
-        // Names label answers in logs and 403s, and must not be mistaken for one another.
-        if let Some(earlier) = clients.iter().position(|c| c.name == rule.name) {
-            return Err(ConfigError::Other(format!(
-                "ButlerEdge.clientAuth.clients[{i}].name: {:?} is already the name of \
-                 clients[{earlier}]; give each client its own name (an entry without `name` is \
-                 named by its commonName, dnsName or uri)",
-                rule.name
-            )));
-        }
+        unlike_earlier_clients(i, &rule, &clients)?;
         clients.push(Arc::new(rule));
     }
-    let mode = match r.get("ButlerEdge.clientAuth.mode") {
-        None | Some(Value::Null) => AuthMode::default(),
+    Ok(clients)
+}
+
+/// Refuses entry `i` when an earlier one already has its certificate identity, one of its
+/// token digests or its name: each would make two entries answer for one caller.
+fn unlike_earlier_clients(
+    i: usize,
+    rule: &ClientRule,
+    clients: &[Arc<ClientRule>],
+) -> Result<(), ConfigError> {
+    if let Some(matcher) = &rule.matcher
+        && let Some(earlier) = clients
+            .iter()
+            .find(|c| c.matcher.as_ref().is_some_and(|m| m.same_identity(matcher)))
+    {
+        return Err(ConfigError::Other(format!(
+            "ButlerEdge.clientAuth.clients[{i}]: {} is already used by client {:?}; \
+             each certificate identity may appear once",
+            matcher.describe(),
+            earlier.name
+        )));
+    }
+    if let Some(earlier) = clients
+        .iter()
+        .find(|c| c.tokens.iter().any(|t| rule.tokens.contains(t)))
+    {
+        return Err(ConfigError::Other(format!(
+            "ButlerEdge.clientAuth.clients[{i}].tokenSha256: a token digest is already held \
+             by client {:?}; each token belongs to one client (create a new one with \
+             `butler-edge token new NAME`)",
+            earlier.name
+        )));
+    }
+    // Names label answers in logs and 403s, and must not be mistaken for one another.
+    if let Some(earlier) = clients.iter().position(|c| c.name == rule.name) {
+        return Err(ConfigError::Other(format!(
+            "ButlerEdge.clientAuth.clients[{i}].name: {:?} is already the name of \
+             clients[{earlier}]; give each client its own name (an entry without `name` is \
+             named by its commonName, dnsName or uri)",
+            rule.name
+        )));
+    }
+    Ok(())
+}
+
+/// `ButlerEdge.clientAuth.mode`: how callers prove who they are.
+fn parse_mode(r: &Reader) -> Result<AuthMode, ConfigError> {
+    match r.get("ButlerEdge.clientAuth.mode") {
+        None | Some(Value::Null) => Ok(AuthMode::default()),
         Some(Value::String(s)) if AuthMode::parse(s).is_some() => {
-            AuthMode::parse(s).unwrap_or_default()
+            Ok(AuthMode::parse(s).unwrap_or_default())
         }
-        Some(other) => {
-            return Err(ConfigError::invalid(
-                "ButlerEdge.clientAuth.mode",
-                format!("one of {}", AuthMode::NAMES.join(", ")),
-                other,
-            ));
-        }
-    };
+        Some(other) => Err(ConfigError::invalid(
+            "ButlerEdge.clientAuth.mode",
+            format!("one of {}", AuthMode::NAMES.join(", ")),
+            other,
+        )),
+    }
+}
+
+/// An entry that cannot log in under `mode` is a mistake, not a client.
+fn every_client_can_authenticate(
+    clients: &[Arc<ClientRule>],
+    mode: AuthMode,
+) -> Result<(), ConfigError> {
     for (i, client) in clients.iter().enumerate() {
         let useless = match mode {
             AuthMode::Certificate => client.matcher.is_none(),
             AuthMode::Token => client.tokens.is_empty(),
             AuthMode::CertificateOrToken => false,
         };
-        if enable && useless {
+        if useless {
             return Err(ConfigError::Other(format!(
                 "ButlerEdge.clientAuth.clients[{i}] ({:?}) cannot authenticate: \
                  ButlerEdge.clientAuth.mode is {} and the entry has no {}; add one, or set the \
@@ -174,33 +215,27 @@ pub fn parse_client_auth(r: &Reader, tls: &TlsConfig) -> Result<ClientAuthConfig
             )));
         }
     }
-    if enable {
-        if !tls.enable {
-            return Err(ConfigError::Other(
-                "ButlerEdge.clientAuth.enable is true but Butler.restServerConfig.tls.enable is \
-                 false: client certificates need HTTPS, and so do API tokens; enable TLS or disable \
-                 clientAuth"
-                    .to_string(),
-            ));
-        }
-        if ca.is_empty() && mode.asks_for_certificate() {
-            return Err(ConfigError::Invalid {
-                path: "ButlerEdge.clientAuth.ca".to_string(),
-                expected: "the PEM CA bundle(s) that issue caller certificates".to_string(),
-                found: "nothing".to_string(),
-            });
-        }
+    Ok(())
+}
+
+/// What client authentication needs around it: HTTPS, and CAs when certificates are asked for.
+fn check_needs(tls: &TlsConfig, ca: &[PathBuf], mode: AuthMode) -> Result<(), ConfigError> {
+    if !tls.enable {
+        return Err(ConfigError::Other(
+            "ButlerEdge.clientAuth.enable is true but Butler.restServerConfig.tls.enable is \
+             false: client certificates need HTTPS, and so do API tokens; enable TLS or disable \
+             clientAuth"
+                .to_string(),
+        ));
     }
-    Ok(ClientAuthConfig {
-        enable,
-        ca,
-        crl,
-        policy: Policy {
-            enabled: enable,
-            mode,
-            clients,
-        },
-    })
+    if ca.is_empty() && mode.asks_for_certificate() {
+        return Err(ConfigError::Invalid {
+            path: "ButlerEdge.clientAuth.ca".to_string(),
+            expected: "the PEM CA bundle(s) that issue caller certificates".to_string(),
+            found: "nothing".to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// Namespaces a client limited to `kvNamespaces` patterns may have unless its entry says

@@ -103,23 +103,6 @@ impl Server {
             .spawn()
     }
 
-    /// As [`Server::start_in`], with extra environment variables for the process. New tests
-    /// say `Launch::fresh(config).env(..)` instead; this stays so branches written against it
-    /// keep compiling.
-    pub fn start_in_with_env(
-        dir: tempfile::TempDir,
-        data_dir: PathBuf,
-        config: &str,
-        env: &[(&str, &str)],
-    ) -> Server {
-        env.iter()
-            .fold(
-                Launch::fresh(config).in_dir(dir).data_dir(&data_dir),
-                |launch, (k, v)| launch.env(k, v),
-            )
-            .spawn()
-    }
-
     fn spawn_child(&mut self) {
         let mut child = self
             .how
