@@ -12,7 +12,7 @@ use crate::butler_subs::{add_key_value_body, start_task_body};
 use serde_json::{Value, json};
 use support::fake_qrs::{FakeQrs, FakeTask, butler_qrs_yaml};
 use support::pki::{Ca, CertSpec, Issued, KeyKind, SenseCerts};
-use support::server::{KV_CONFIG, Server, run_cli};
+use support::server::{KV_CONFIG, Server, TLS_START_TASK_CONFIG, run_cli};
 use support::tls_client::{Conn, Versions, client_config, reqwest_client, try_get};
 
 const A: &str = "aaaaaaaa-0000-4000-8000-000000000001";
@@ -63,25 +63,7 @@ struct Site {
 /// client's tokenSha256 list) to fill in.
 fn config(sense: &SenseCerts, qrs_port: u16) -> String {
     format!(
-        "\
-Butler:
-  logLevel: debug
-  restServerConfig:
-    enable: true
-    serverHost: 127.0.0.1
-    serverPort: {{port}}
-    tls:
-      enable: true
-      cert: {{dir}}/server.pem
-      key: {{dir}}/server_key.pem
-  restServerEndpointsEnable:
-    apiListEnabledEndpoints: true
-    butlerping: true
-    keyValueStore: true
-    senseStartTask: true
-  keyValueStore:
-    enable: true
-{qrs}ButlerEdge:
+        "{head}{qrs}ButlerEdge:
   endpointsEnable:
     metrics: true
   qrs:
@@ -102,6 +84,7 @@ Butler:
         endpoints: [startTask, kvRead, kvWrite, ping, metrics]
         kvNamespaces: [Sales, etl-*]
 ",
+        head = TLS_START_TASK_CONFIG,
         qrs = butler_qrs_yaml(qrs_port, &sense.client.cert, &sense.client.key, &sense.root),
     )
 }

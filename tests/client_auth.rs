@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::fake_qrs::{FakeQrs, FakeTask, butler_qrs_yaml};
 use support::pki::{Ca, CertSpec, Issued, KeyKind, SenseCerts, Validity};
-use support::server::{Server, run_cli};
+use support::server::{Server, TLS_START_TASK_CONFIG, run_cli};
 use support::tls_client::{Conn, Versions, client_config, reqwest_client, try_get};
 
 const A: &str = "aaaaaaaa-0000-4000-8000-000000000001";
@@ -52,25 +52,7 @@ struct Setup {
 
 fn config(sense: &SenseCerts, qrs_port: u16, reader_endpoints: &str) -> String {
     format!(
-        "\
-Butler:
-  logLevel: debug
-  restServerConfig:
-    enable: true
-    serverHost: 127.0.0.1
-    serverPort: {{port}}
-    tls:
-      enable: true
-      cert: {{dir}}/server.pem
-      key: {{dir}}/server_key.pem
-  restServerEndpointsEnable:
-    apiListEnabledEndpoints: true
-    butlerping: true
-    keyValueStore: true
-    senseStartTask: true
-  keyValueStore:
-    enable: true
-{qrs}ButlerEdge:
+        "{head}{qrs}ButlerEdge:
   qrs:
     connectTimeoutMs: 2000
     requestTimeoutMs: 5000
@@ -79,6 +61,7 @@ Butler:
     ca: [{{dir}}/callers-ca.pem]
     crl: {{dir}}/callers-crl.pem
 {clients}",
+        head = TLS_START_TASK_CONFIG,
         qrs = butler_qrs_yaml(qrs_port, &sense.client.cert, &sense.client.key, &sense.root),
         clients = CLIENTS.replace("{reader_endpoints}", reader_endpoints),
     )

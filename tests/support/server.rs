@@ -32,7 +32,11 @@ Butler:
 
 /// HTTPS with the key-value store on; `{port}` and `{dir}` (the server's config directory,
 /// where a test writes `server.pem` and `server_key.pem`) are filled in.
-pub const TLS_CONFIG: &str = "\
+/// The head of [`TLS_CONFIG`] up to the endpoint switches, shared with
+/// [`TLS_START_TASK_CONFIG`] (a macro, so both stay `&'static str` literals).
+macro_rules! tls_head {
+    () => {
+        "\
 Butler:
   logLevel: debug
   restServerConfig:
@@ -47,9 +51,18 @@ Butler:
     apiListEnabledEndpoints: true
     butlerping: true
     keyValueStore: true
-  keyValueStore:
-    enable: true
-";
+"
+    };
+}
+
+pub const TLS_CONFIG: &str = concat!(tls_head!(), "  keyValueStore:\n    enable: true\n");
+
+/// [`TLS_CONFIG`] with start-task on too; append Butler's QRS sections
+/// (`fake_qrs::butler_qrs_yaml`) and a `ButlerEdge:` section.
+pub const TLS_START_TASK_CONFIG: &str = concat!(
+    tls_head!(),
+    "    senseStartTask: true\n  keyValueStore:\n    enable: true\n"
+);
 
 /// A port that was free a moment ago.
 /// `--user root` when the tests run as root: butler-edge refuses to serve as root outside
