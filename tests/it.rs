@@ -7,7 +7,8 @@
 //! - starting tasks through QRS, the start-task body and answers → `start_task`
 //! - the fake QRS's own faithfulness to QRS → `fake_qrs`; the runnable fake QRS
 //!   (`cargo run --example fake-qrs`) → `fake_qrs_program`
-//! - what survives restarts, `kill -9` and damage → `durability`
+//! - what survives restarts, `kill -9` and damage → `durability`; the database's format
+//!   version (newer and older releases on one file) → `store_format`
 //! - routing, enablement, limits, quotas, TTLs or timeouts that need no process of its own →
 //!   `in_process` (runs the service in this process through `app::prepare` + `Service::run`
 //!   on a loopback socket: async tests with paused tokio time for timeouts, or blocking ones
@@ -70,6 +71,8 @@ mod properties;
 mod provision;
 #[path = "start_task.rs"]
 mod start_task;
+#[path = "store_format.rs"]
+mod store_format;
 #[path = "systemd_unit.rs"]
 mod systemd_unit;
 #[path = "tls.rs"]
