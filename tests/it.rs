@@ -15,7 +15,8 @@
 //!   with the usual `Butler` client through `InProcess::on_thread`)
 //! - HTTPS on the listener → `tls`; client certificates and permissions → `client_auth`;
 //!   API tokens (`clientAuth.mode`, rotation, plain-HTTP refusal) → `api_tokens`
-//! - `/health` and `/metrics` → `health_metrics`
+//! - `/health` and `/metrics` → `health_metrics`; store export and restore (`/v4/admin/store`)
+//!   → `admin_store`
 //! - config loading and `check-config` → `config`; `init` → `init`
 //! - systemd notify, root refusal, `--user`, the free-disk guard seen by the appliance →
 //!   `appliance`; the shipped unit files → `systemd_unit`
@@ -35,6 +36,8 @@
 #[path = "support/mod.rs"]
 mod support;
 
+#[path = "admin_store.rs"]
+mod admin_store;
 #[path = "api_tokens.rs"]
 mod api_tokens;
 #[path = "appliance.rs"]

@@ -168,6 +168,9 @@ pub struct Limits {
     pub max_namespace_bytes: usize,
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
+    /// The largest store export `PUT /v4/admin/store` reads (`ButlerEdge.limits.maxRestoreBytes`);
+    /// streamed, so it is not held in memory, unlike `max_body_bytes`.
+    pub max_restore_bytes: u64,
 }
 
 impl Config {
@@ -342,6 +345,12 @@ fn parse_edge(r: &Reader) -> Result<EdgeConfig, ConfigError> {
         max_namespace_bytes: part("ButlerEdge.limits.maxNamespaceBytes")?,
         max_key_bytes: part("ButlerEdge.limits.maxKeyBytes")?,
         max_value_bytes: part("ButlerEdge.limits.maxValueBytes")?,
+        max_restore_bytes: r.integer_or(
+            "ButlerEdge.limits.maxRestoreBytes",
+            1,
+            1 << 50,
+            4 << 30,
+        )?,
     };
     if limits.max_body_bytes_in_flight < limits.max_body_bytes {
         return Err(ConfigError::Other(format!(

@@ -13,6 +13,7 @@
 //!
 //! This module knows nothing of HTTP.
 
+pub mod backup;
 mod expiry;
 pub mod idempotency;
 mod schema;
@@ -97,6 +98,9 @@ pub enum StoreError {
     Db(String),
     #[error("the key-value store is shutting down")]
     Closed,
+    /// A restore of the whole store holds the database for its one write transaction.
+    #[error("a restore of the whole key-value store is under way; writes resume when it ends")]
+    Restoring,
 }
 
 impl StoreError {
@@ -115,6 +119,7 @@ impl StoreError {
             },
             StoreError::Db(message) => StoreError::Db(message.clone()),
             StoreError::Closed => StoreError::Closed,
+            StoreError::Restoring => StoreError::Restoring,
             other => StoreError::Db(other.to_string()),
         }
     }
@@ -215,6 +220,8 @@ pub struct Store {
 struct Inner {
     db: Arc<DbSlot>,
     path: PathBuf,
+    /// What the store may hold; a restore checks the whole export against them.
+    quotas: Quotas,
     writer: writer::Handle,
     sweeper: expiry::Sweeper,
 }
@@ -239,6 +246,7 @@ impl Store {
             inner: Arc::new(Inner {
                 db,
                 path,
+                quotas,
                 writer,
                 sweeper,
             }),
