@@ -44,6 +44,11 @@ impl Pki {
 
     /// A server with client certificates on and the admin group `admin_on`.
     fn server(&self, admin_on: bool) -> Server {
+        self.server_with(admin_on, "")
+    }
+
+    /// [`Pki::server`] with more `ButlerEdge:` settings (`limits:` indented by two).
+    fn server_with(&self, admin_on: bool, more: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
         self.server.write(dir.path(), "server");
         self.callers.write_cert(dir.path(), "callers-ca");
@@ -59,7 +64,7 @@ impl Pki {
         endpoints: [admin, kvRead, kvWrite]
       - commonName: writer
         endpoints: [kvRead, kvWrite]
-"
+{more}"
         );
         let data = dir.path().join("data");
         Server::start_in(dir, data, &config)
@@ -540,4 +545,109 @@ fn a_large_export_streams_without_the_server_holding_it() {
     let after = rss_bytes(target.pid());
     println!("restore: server RSS {before} → {after}");
     assert_eq!(to.kv_value("big", "v79").unwrap().len(), VALUE_BYTES);
+}
+
+/// A request body that sends `first`, waits `pause`, then sends `rest`: a restore under way.
+struct Paused {
+    parts: Vec<Vec<u8>>,
+    pause: Duration,
+}
+
+impl Read for Paused {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let Some(part) = self.parts.first_mut() else {
+            return Ok(0);
+        };
+        if part.is_empty() {
+            self.parts.remove(0);
+            std::thread::sleep(self.pause);
+            return self.read(out);
+        }
+        let n = out.len().min(part.len());
+        out[..n].copy_from_slice(&part[..n]);
+        part.drain(..n);
+        Ok(n)
+    }
+}
+
+/// While a restore's body is still arriving, the store keeps answering: reads see the store
+/// as it was, writes get a 503 saying why at once (the writer thread does not wait inside
+/// the restore's transaction), and once the restore is committed both see the export.
+#[test]
+fn while_a_restore_runs_reads_see_the_old_store_and_writes_get_503() {
+    let pki = Pki::new();
+    let server = pki.server(true);
+    let admin = pki.as_client(&server, &pki.admin);
+    fill(&admin);
+    let text = export(&admin);
+    assert_eq!(admin.kv_delete_namespace("zeta").0, 204);
+    let during = listing(&admin);
+    let (head, tail) = text.split_at(
+        text.find("{\"type\":\"namespace\",\"name\":\"Alpha\"")
+            .unwrap(),
+    );
+    let restore = {
+        let tls = client_config(
+            &pki.server_ca.cert_pem,
+            Some(&pki.admin),
+            &[b"h2"],
+            Versions::Both,
+        );
+        let http = reqwest_client(tls);
+        let url = server.https_url("/v4/admin/store?replace=true");
+        let body = Paused {
+            parts: vec![head.as_bytes().to_vec(), tail.as_bytes().to_vec()],
+            pause: Duration::from_millis(2000),
+        };
+        std::thread::spawn(move || {
+            let response = http
+                .put(url)
+                .body(reqwest::blocking::Body::new(body))
+                .send()
+                .unwrap();
+            support::server::json_of(response)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    let started = Instant::now();
+    let (status, body) = admin.kv_post("late", &json!({"key": "k", "value": "v"}));
+    assert_butler_error(
+        status,
+        &body,
+        503,
+        "a restore of the whole key-value store is under way",
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(listing(&admin), during, "reads see the store as it was");
+    let (status, body) = restore.join().unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(admin.kv_value("zeta", "first").is_some());
+    assert_eq!(
+        admin.kv_post("late", &json!({"key": "k", "value": "v"})).0,
+        201
+    );
+}
+
+/// A restore larger than `ButlerEdge.limits.maxRestoreBytes` is cut off with a 413 naming
+/// the setting, and nothing changes.
+#[test]
+fn a_restore_larger_than_its_limit_is_refused_and_changes_nothing() {
+    let pki = Pki::new();
+    let server = pki.server_with(true, "  limits:\n    maxRestoreBytes: 300\n");
+    let admin = pki.as_client(&server, &pki.admin);
+    fill(&admin);
+    let before = listing(&admin);
+    let (status, body) = admin.store_restore("?replace=true", export(&admin));
+    assert_butler_error(
+        status,
+        &body,
+        413,
+        "larger than the limit of 300 bytes (ButlerEdge.limits.maxRestoreBytes)",
+    );
+    assert_butler_error(status, &body, 413, "Nothing was restored");
+    assert_eq!(listing(&admin), before);
 }
