@@ -70,6 +70,20 @@ impl Pki {
         Server::start_in(dir, data, &config)
     }
 
+    /// A server with the admin group on, and its admin client.
+    fn admin_on_server(&self) -> (Server, Butler) {
+        let server = self.server(true);
+        let admin = self.as_client(&server, &self.admin);
+        (server, admin)
+    }
+
+    /// [`Pki::admin_on_server`] holding what [`fill`] writes.
+    fn admin_on_filled_server(&self) -> (Server, Butler) {
+        let (server, admin) = self.admin_on_server();
+        fill(&admin);
+        (server, admin)
+    }
+
     fn as_client(&self, server: &Server, who: &Issued) -> Butler {
         let tls = client_config(
             &self.server_ca.cert_pem,
@@ -169,9 +183,7 @@ fn deadlines(export: &[Value]) -> Vec<(String, u64)> {
 #[test]
 fn an_export_restored_into_another_server_has_the_same_store() {
     let pki = Pki::new();
-    let source = pki.server(true);
-    let from = pki.as_client(&source, &pki.admin);
-    fill(&from);
+    let (_source, from) = pki.admin_on_filled_server();
     let text = export(&from);
     let exported = lines(&text);
     assert_eq!(exported[0]["type"], "header", "{text}");
@@ -201,8 +213,7 @@ fn an_export_restored_into_another_server_has_the_same_store() {
         ]
     );
 
-    let target = pki.server(true);
-    let to = pki.as_client(&target, &pki.admin);
+    let (_target, to) = pki.admin_on_server();
     let (status, body) = to.store_restore("", text.clone());
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["restored"], json!({"namespaces": 3, "keys": 4}));
@@ -245,9 +256,7 @@ fn an_export_restored_into_another_server_has_the_same_store() {
 #[test]
 fn a_store_that_is_not_empty_is_refused_unless_replaced_and_a_key_expired_since_is_left_out() {
     let pki = Pki::new();
-    let source = pki.server(true);
-    let from = pki.as_client(&source, &pki.admin);
-    fill(&from);
+    let (_source, from) = pki.admin_on_filled_server();
     assert_eq!(
         from.kv_post("zeta", &json!({"key": "brief", "value": "b", "ttl": 1500}))
             .0,
@@ -255,8 +264,7 @@ fn a_store_that_is_not_empty_is_refused_unless_replaced_and_a_key_expired_since_
     );
     let text = export(&from);
 
-    let target = pki.server(true);
-    let to = pki.as_client(&target, &pki.admin);
+    let (_target, to) = pki.admin_on_server();
     assert_eq!(
         to.kv_post("own", &json!({"key": "mine", "value": "1"})).0,
         201
@@ -283,9 +291,7 @@ fn a_store_that_is_not_empty_is_refused_unless_replaced_and_a_key_expired_since_
 #[test]
 fn a_truncated_corrupt_or_foreign_export_is_refused_and_changes_nothing() {
     let pki = Pki::new();
-    let server = pki.server(true);
-    let admin = pki.as_client(&server, &pki.admin);
-    fill(&admin);
+    let (_server, admin) = pki.admin_on_filled_server();
     let good = export(&admin);
     let good_lines: Vec<&str> = good.lines().collect();
     let without_end = good_lines[..good_lines.len() - 1].join("\n");
@@ -391,8 +397,7 @@ fn only_clients_with_admin_may_export_or_restore_and_only_when_it_is_on() {
 #[test]
 fn an_export_is_one_point_in_time_while_writes_go_on() {
     let pki = Pki::new();
-    let server = pki.server(true);
-    let admin = pki.as_client(&server, &pki.admin);
+    let (server, admin) = pki.admin_on_server();
     // Filler exported first, far larger than the streaming buffers and the sockets' (a few
     // MB on loopback), so that the export is still being produced while the test sleeps.
     let filler = "f".repeat(1_000_000);
@@ -494,8 +499,7 @@ fn a_large_export_streams_without_the_server_holding_it() {
     const VALUES: usize = 80;
     const VALUE_BYTES: usize = 1_000_000;
     let pki = Pki::new();
-    let source = pki.server(true);
-    let from = pki.as_client(&source, &pki.admin);
+    let (source, from) = pki.admin_on_server();
     for i in 0..VALUES {
         let value = char::from(b'a' + (i % 26) as u8)
             .to_string()
@@ -536,8 +540,7 @@ fn a_large_export_streams_without_the_server_holding_it() {
         "the server grew by {growth} bytes while exporting {size}"
     );
 
-    let target = pki.server(true);
-    let to = pki.as_client(&target, &pki.admin);
+    let (target, to) = pki.admin_on_server();
     let before = rss_bytes(target.pid());
     let (status, body) = to.store_restore("", text);
     assert_eq!(status, 200, "{body}");
@@ -576,9 +579,7 @@ impl Read for Paused {
 #[test]
 fn while_a_restore_runs_reads_see_the_old_store_and_writes_get_503() {
     let pki = Pki::new();
-    let server = pki.server(true);
-    let admin = pki.as_client(&server, &pki.admin);
-    fill(&admin);
+    let (server, admin) = pki.admin_on_filled_server();
     let text = export(&admin);
     assert_eq!(admin.kv_delete_namespace("zeta").0, 204);
     let during = listing(&admin);
