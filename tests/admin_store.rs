@@ -652,3 +652,16 @@ fn a_restore_larger_than_its_limit_is_refused_and_changes_nothing() {
     assert_butler_error(status, &body, 413, "Nothing was restored");
     assert_eq!(listing(&admin), before);
 }
+
+/// Below `ButlerEdge.minFreeDiskBytes` a restore is a 507 like any other write, and nothing
+/// is restored.
+#[test]
+fn a_restore_below_the_free_disk_threshold_is_a_507() {
+    let pki = Pki::new();
+    let (_source, from) = pki.admin_on_filled_server();
+    let full = pki.server_with(true, "  minFreeDiskBytes: 1152921504606846976\n");
+    let to = pki.as_client(&full, &pki.admin);
+    let (status, body) = to.store_restore("", export(&from));
+    assert_butler_error(status, &body, 507, "ButlerEdge.minFreeDiskBytes");
+    assert_eq!(listing(&to), vec![]);
+}

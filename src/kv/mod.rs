@@ -11,6 +11,9 @@
 //! the value, so TTLs keep counting across restarts; a read never returns an
 //! expired value, whether or not the sweeper ([`expiry`]) has removed it yet.
 //!
+//! The whole store is exported and restored in one documented format by [`backup`]; the
+//! file's own format version is kept by `schema` (README, "Store format version").
+//!
 //! This module knows nothing of HTTP.
 
 pub mod backup;
