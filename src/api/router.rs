@@ -34,6 +34,7 @@ fn enabled(state: &AppState, group: EndpointGroup) -> bool {
         EndpointGroup::StartTask => state.config.features.start_task_served(),
         EndpointGroup::Health => state.config.edge.health_endpoint,
         EndpointGroup::Metrics => state.config.edge.metrics_endpoint,
+        EndpointGroup::Admin => state.config.edge.admin_endpoint,
     }
 }
 
