@@ -13,3 +13,4 @@ pub mod route;
 pub mod router;
 pub mod start_task;
 pub mod state;
+pub mod update;

@@ -26,6 +26,7 @@ pub enum Route<'a> {
     StartTask { task_id: &'a str },
     Health,
     Metrics,
+    AdminUpdate,
 }
 
 impl<'a> Route<'a> {
@@ -52,6 +53,7 @@ impl<'a> Route<'a> {
             }
             (&Method::GET, ["health"]) => Route::Health,
             (&Method::GET, ["metrics"]) => Route::Metrics,
+            (&Method::PUT, ["v4", "admin", "update"]) => Route::AdminUpdate,
             _ => return None,
         };
         Some(route)
@@ -75,6 +77,7 @@ impl<'a> Route<'a> {
             Route::StartTask { .. } => ("startTask", G::StartTask),
             Route::Health => ("health", G::Health),
             Route::Metrics => ("metrics", G::Metrics),
+            Route::AdminUpdate => ("adminUpdate", G::Admin),
         }
     }
 
@@ -114,7 +117,8 @@ impl<'a> Route<'a> {
             | Route::KvNamespaces
             | Route::StartTask { .. }
             | Route::Health
-            | Route::Metrics => None,
+            | Route::Metrics
+            | Route::AdminUpdate => None,
         }
     }
 }

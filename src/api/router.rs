@@ -164,6 +164,7 @@ async fn dispatch(
         }
         Route::Health => api::health::health(state),
         Route::Metrics => api::health::metrics(state),
+        Route::AdminUpdate => api::update::put(state, access, &parts.headers, &query, body).await?,
     };
     Ok(response)
 }

@@ -262,6 +262,8 @@ async fn build_state(
         disk_guard,
         metrics,
         body_budget: BodyBudget::new(&config.edge.limits),
+        update_dir: crate::update::handoff::UpdateDir::in_data_dir(data_dir).dir,
+        update_lock: tokio::sync::Mutex::new(()),
     });
     Ok((state, store))
 }
