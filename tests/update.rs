@@ -4,8 +4,12 @@
 //! bundle signed by another key or damaged with RAUC's reason and changes nothing; and
 //! `PUT /v4/admin/update` on the real binary streams a bundle to disk, hands it to the real
 //! installer and answers with what was installed and what boots next, or 422, 409, 403, 413,
-//! 415, 503, 504. Booting the slots (trial, confirmation, rollback) needs a machine that
-//! boots: image/update-test runs that in qemu.
+//! 415, 503, 504; `butler-edge confirm-boot` gives up a trial that never gets healthy (marks
+//! it bad, reboots) and reports the rollback back on the old slot, with the trial's reason or
+//! "never confirmed"; `/health`, `/metrics` and the console name the version, slot and next
+//! boot. RAUC's service is restarted with `--override-boot-slot` to play a boot; the healthy
+//! path of confirm-boot (systemd says the service is active) and real reboots are
+//! image/update-test's, in qemu.
 
 use crate::support;
 
@@ -155,7 +159,7 @@ struct Api {
 }
 
 impl Api {
-    fn start(rauc_conf: &Path, extra_update: &str, extra_limits: &str) -> Api {
+    fn start(rauc_conf: &Path, extra_update: &str, extra_endpoints: &str) -> Api {
         let dir = tempfile::tempdir().unwrap();
         let server_ca = Ca::new("Server CA");
         server_ca
@@ -169,19 +173,19 @@ impl Api {
             "{TLS_CONFIG}ButlerEdge:
   endpointsEnable:
     admin: true
-  clientAuth:
+{extra_endpoints}  clientAuth:
     enable: true
     ca: [{{dir}}/callers-ca.pem]
     clients:
       - commonName: admin
-        endpoints: [admin, ping]
+        endpoints: [admin, ping, health, metrics]
       - commonName: reader
         endpoints: [ping, kvRead]
   update:
     raucSystemConf: {rauc}
 {extra_update}  limits:
     maxBodyBytesInFlight: 4194304
-{extra_limits}",
+",
             rauc = rauc_conf.display()
         );
         let path = dir.path().to_path_buf();
@@ -405,5 +409,177 @@ fn a_large_bundle_is_streamed_to_disk_not_held_in_memory() {
     assert_eq!(
         read_json(&api.update_dir().join("request.json"))["sha256"],
         expected
+    );
+}
+
+/// Plays "the machine rebooted": the install is from an earlier boot.
+fn as_if_rebooted(update_dir: &Path) {
+    let path = update_dir.join("last-install.json");
+    let mut last = read_json(&path);
+    last["bootId"] = json!("the boot the update was installed in");
+    std::fs::write(&path, last.to_string()).unwrap();
+}
+
+#[test]
+fn a_trial_that_never_gets_healthy_is_given_up_and_reported_as_rolled_back() {
+    let Some(mut rig) = Rig::new("a_trial_that_never_gets_healthy") else {
+        return;
+    };
+    let bundle = rig.bundle("v3", "3.0.0", "butler-edge", Signer::Trusted, b"v3");
+    let update = rig.dir.path().join("update");
+    hand_over(&update, &bundle, "req-3", &boot_id());
+    assert!(rig.install_update(&update).0);
+    // GRUB starts B as a trial; butler-edge never becomes active there.
+    as_if_rebooted(&update);
+    rig.boot("B");
+    std::fs::write(
+        rig.os_release(),
+        "IMAGE_ID=butler-edge\nIMAGE_VERSION=3.0.0\n",
+    )
+    .unwrap();
+    let (ok, output) = rig.confirm_boot(&update, 1);
+    assert!(ok, "gave up and rebooted: {output}");
+    assert!(output.contains("trial boot FAILED"), "{output}");
+    let failed = read_json(&update.join("trial-failed.json"));
+    assert_eq!(failed["slot"], "B", "{failed}");
+    assert!(
+        failed["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("butler-edge was not healthy within 1 s of boot"),
+        "{failed}"
+    );
+    assert!(
+        rig.grubenv().contains("B_OK=0"),
+        "B marked bad: {}",
+        rig.grubenv()
+    );
+    // Back on A: the rollback is detected, with the trial's reason.
+    rig.boot("A");
+    std::fs::write(
+        rig.os_release(),
+        "IMAGE_ID=butler-edge\nIMAGE_VERSION=1.0.0\n",
+    )
+    .unwrap();
+    let (_, output) = rig.confirm_boot(&update, 1);
+    assert!(output.contains("ROLLED BACK"), "{output}");
+    let last = read_json(&update.join("last-install.json"));
+    assert_eq!(last["state"], "rolledBack", "{last}");
+    let slots = read_json(&rig.slots_file());
+    assert_eq!(slots["booted"], json!({"slot": "A", "version": "1.0.0"}));
+    assert_eq!(slots["nextBoot"]["slot"], "A", "{slots}");
+    let rollback = &slots["rollback"];
+    assert_eq!(rollback["from"], json!({"slot": "B", "version": "3.0.0"}));
+    assert_eq!(rollback["to"], json!({"slot": "A", "version": "1.0.0"}));
+    assert_eq!(rollback["reason"], failed["reason"]);
+    assert!(rig.grubenv().contains("ORDER=A B"), "{}", rig.grubenv());
+}
+
+#[test]
+fn a_trial_that_never_reports_back_is_a_rollback_never_confirmed() {
+    let Some(rig) = Rig::new("a_trial_that_never_reports_back") else {
+        return;
+    };
+    let bundle = rig.bundle("v2", "2.0.0", "butler-edge", Signer::Trusted, b"v2");
+    let update = rig.dir.path().join("update");
+    hand_over(&update, &bundle, "req-2", &boot_id());
+    assert!(rig.install_update(&update).0);
+    // The same boot: no trial, no rollback.
+    let (_, output) = rig.confirm_boot(&update, 1);
+    assert!(!output.contains("ROLLED BACK"), "{output}");
+    assert_eq!(
+        read_json(&update.join("last-install.json"))["state"],
+        "pending"
+    );
+    // B hung or lost power before confirm-boot ran; GRUB came back to A.
+    as_if_rebooted(&update);
+    let (_, output) = rig.confirm_boot(&update, 1);
+    assert!(output.contains("ROLLED BACK"), "{output}");
+    let slots = read_json(&rig.slots_file());
+    let reason = slots["rollback"]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("never confirmed"), "{slots}");
+}
+
+#[test]
+fn health_metrics_and_console_name_the_version_slot_and_next_boot() {
+    let Some(rig) = Rig::new("health_metrics_and_console_name_the_version") else {
+        return;
+    };
+    let bundle = rig.bundle("v2", "2.0.0", "butler-edge", Signer::Trusted, b"v2");
+    let update = rig.dir.path().join("update");
+    hand_over(&update, &bundle, "req-2", &boot_id());
+    assert!(rig.install_update(&update).0);
+    let api = Api::start(
+        &rig.system_conf,
+        &format!(
+            "    slotsFile: {}\n    osRelease: {}\n",
+            rig.slots_file().display(),
+            rig.os_release().display()
+        ),
+        "    health: true\n    metrics: true\n",
+    );
+    let get = |path: &str| {
+        api.client(&api.admin)
+            .get(api.server.https_url(path))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    };
+    let health: Value = serde_json::from_str(&get("/health")).unwrap();
+    let appliance = &health["appliance"];
+    assert_eq!(appliance["version"], "1.0.0", "{health}");
+    assert_eq!(appliance["slot"], "A");
+    assert_eq!(
+        appliance["nextBoot"],
+        json!({"slot": "B", "version": "2.0.0"})
+    );
+    assert_eq!(appliance["lastUpdate"]["state"], "pending");
+    assert_eq!(appliance["rollback"], Value::Null);
+    let metrics = get("/metrics");
+    assert!(
+        metrics.contains("butler_edge_appliance_info{version=\"1.0.0\",slot=\"A\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("butler_edge_appliance_update_rolled_back 0"),
+        "{metrics}"
+    );
+    let output = std::process::Command::new(support::server::BIN)
+        .args([
+            "console",
+            "--once",
+            "--config",
+            "/nonexistent",
+            "--rauc-conf",
+        ])
+        .arg(&rig.system_conf)
+        .arg("--slots-file")
+        .arg(rig.slots_file())
+        .arg("--os-release")
+        .arg(rig.os_release())
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        screen.contains("system:       image 1.0.0 on slot A; next boot: slot B (2.0.0)"),
+        "{screen}"
+    );
+    // Without RAUC's config, /health and the console say it is no A/B appliance.
+    let output = std::process::Command::new(support::server::BIN)
+        .args([
+            "console",
+            "--once",
+            "--config",
+            "/nonexistent",
+            "--rauc-conf",
+            "/nonexistent",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("system:       not an A/B appliance"),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
     );
 }

@@ -254,6 +254,7 @@ async fn build_state(
         store: served_store.clone(),
         disk_guard: disk_guard.clone(),
         start_task: start_task.is_some(),
+        appliance: Some(config.update.appliance_files()),
     }));
     let state = Arc::new(AppState {
         config: config.clone(),

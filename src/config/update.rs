@@ -45,3 +45,14 @@ pub fn parse(r: &Reader) -> Result<UpdateConfig, ConfigError> {
         os_release: path("ButlerEdge.update.osRelease", crate::update::OS_RELEASE)?,
     })
 }
+
+impl UpdateConfig {
+    /// Where the appliance's slots are read from, as configured.
+    pub fn appliance_files(&self) -> crate::update::ApplianceFiles {
+        crate::update::ApplianceFiles {
+            rauc_conf: self.rauc_system_conf.clone(),
+            slots_file: self.slots_file.clone(),
+            os_release: self.os_release.clone(),
+        }
+    }
+}

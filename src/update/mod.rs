@@ -13,11 +13,58 @@ pub mod rauc;
 pub mod record;
 pub mod trial;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use record::SlotsReport;
 
 /// Where the appliance's root file system says what it is (`IMAGE_VERSION`, written by
 /// `image/build --image-version`).
 pub const OS_RELEASE: &str = "/usr/lib/os-release";
+
+/// Where the service and the console learn what the appliance runs.
+#[derive(Debug, Clone)]
+pub struct ApplianceFiles {
+    /// RAUC's system config: its presence is what makes this an A/B appliance.
+    pub rauc_conf: PathBuf,
+    /// The slots report confirm-boot and install-update write.
+    pub slots_file: PathBuf,
+    pub os_release: PathBuf,
+}
+
+/// What is known about the appliance's slots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplianceView {
+    /// No RAUC config: a plain package install, not an A/B appliance.
+    Plain,
+    /// An A/B appliance whose slots report is not written yet (early in boot).
+    NoReport { version: Option<String> },
+    Slots {
+        version: Option<String>,
+        report: SlotsReport,
+    },
+}
+
+impl ApplianceFiles {
+    /// The appliance's own paths.
+    pub fn standard() -> ApplianceFiles {
+        ApplianceFiles {
+            rauc_conf: PathBuf::from(rauc::SYSTEM_CONF),
+            slots_file: PathBuf::from(record::SLOTS_FILE),
+            os_release: PathBuf::from(OS_RELEASE),
+        }
+    }
+
+    pub fn view(&self) -> ApplianceView {
+        if !self.rauc_conf.exists() {
+            return ApplianceView::Plain;
+        }
+        let version = image_version(&self.os_release);
+        match SlotsReport::read(&self.slots_file) {
+            Some(report) => ApplianceView::Slots { version, report },
+            None => ApplianceView::NoReport { version },
+        }
+    }
+}
 
 /// `IMAGE_VERSION` from an os-release file, if the file has one (a plain Debian has none).
 pub fn image_version(os_release: &Path) -> Option<String> {

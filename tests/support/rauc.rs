@@ -133,15 +133,7 @@ impl Rig {
                 .unwrap();
             line.trim().to_string()
         };
-        let service = Command::new("rauc")
-            .arg(format!("--conf={}", system_conf.display()))
-            .args(["service", "--override-boot-slot=A"])
-            .env("DBUS_STARTER_BUS_TYPE", "session")
-            .env("DBUS_SESSION_BUS_ADDRESS", &bus_address)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("rauc service");
+        let service = start_service(&system_conf, &bus_address, "A");
         let rig = Rig {
             dir,
             system_conf,
@@ -149,12 +141,54 @@ impl Rig {
             bus,
             service,
         };
+        rig.wait_for_service();
+        Some(rig)
+    }
+
+    fn wait_for_service(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !rig.rauc(&["status"]).status.success() {
+        while !self.rauc(&["status"]).status.success() {
             assert!(Instant::now() < deadline, "rauc service did not come up");
             std::thread::sleep(Duration::from_millis(200));
         }
-        Some(rig)
+    }
+
+    /// "Boots" slot `bootname`: RAUC's service restarted as if the kernel command line said
+    /// `rauc.slot=BOOTNAME` (what GRUB would have chosen is the test's to decide).
+    pub fn boot(&mut self, bootname: &str) {
+        let _ = self.service.kill();
+        let _ = self.service.wait();
+        self.service = start_service(&self.system_conf, &self.bus_address, bootname);
+        self.wait_for_service();
+    }
+
+    /// `butler-edge confirm-boot` against this rig, with a timeout of `timeout_s`; its exit
+    /// status and output. (There is no systemd here, so butler-edge.service is never seen
+    /// active: the healthy path is image/update-test's.)
+    pub fn confirm_boot(&self, update_dir: &Path, timeout_s: u64) -> (bool, String) {
+        let output = Command::new(super::server::BIN)
+            .arg("confirm-boot")
+            .arg("--update-dir")
+            .arg(update_dir)
+            .arg("--rauc-conf")
+            .arg(&self.system_conf)
+            .arg("--slots-file")
+            .arg(self.slots_file())
+            .arg("--os-release")
+            .arg(self.os_release())
+            .arg("--health")
+            .arg(self.dir.path().join("health.json"))
+            .args(["--timeout-seconds", &timeout_s.to_string()])
+            .args(["--reboot-command", "true"])
+            .envs(self.env())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), text)
     }
 
     /// The environment that points `rauc` at this rig's bus.
@@ -268,6 +302,19 @@ impl Rig {
     pub fn slots_file(&self) -> PathBuf {
         self.dir.path().join("slots.json")
     }
+}
+
+fn start_service(system_conf: &Path, bus_address: &str, bootname: &str) -> Child {
+    Command::new("rauc")
+        .arg(format!("--conf={}", system_conf.display()))
+        .arg("service")
+        .arg(format!("--override-boot-slot={bootname}"))
+        .env("DBUS_STARTER_BUS_TYPE", "session")
+        .env("DBUS_SESSION_BUS_ADDRESS", bus_address)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rauc service")
 }
 
 impl Drop for Rig {
