@@ -358,6 +358,9 @@ fn provisioning_lines(root: &Path) -> String {
                     .map(|g| format!(", generation {g}"))
                     .unwrap_or_default()
             );
+            if let Some(update) = &record.update {
+                let _ = writeln!(out, "  update: {update}");
+            }
             if !record.problems.is_empty() {
                 let _ = writeln!(
                     out,

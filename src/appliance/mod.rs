@@ -12,6 +12,7 @@ pub mod confirm_boot;
 pub mod console;
 pub mod enrol;
 pub mod install_update;
+pub mod medium_update;
 pub mod network;
 pub mod provision;
 pub mod update_common;
