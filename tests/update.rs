@@ -30,12 +30,15 @@ fn boot_id() -> String {
 }
 
 /// What the service would write: the bundle and a request for it.
-fn hand_over(update_dir: &Path, bundle: &Path, id: &str, boot: &str) {
+fn hand_over(update_dir: &Path, bundle: &Path, id: &str) {
     std::fs::create_dir_all(update_dir).unwrap();
     std::fs::copy(bundle, update_dir.join("bundle.raucb")).unwrap();
-    let request = json!({"id": id, "reboot": false, "source": "api", "sha256": "00ff",
-        "requestedBy": "test", "bootId": boot, "at": "2026-12-01T23:00:00Z"});
-    std::fs::write(update_dir.join("request.json"), request.to_string()).unwrap();
+    std::fs::write(update_dir.join("request.json"), request(id).to_string()).unwrap();
+}
+
+fn request(id: &str) -> Value {
+    json!({"id": id, "reboot": false, "source": "api", "sha256": "00ff",
+        "requestedBy": "test", "at": "2026-12-01T23:00:00Z"})
 }
 
 fn read_json(path: &Path) -> Value {
@@ -51,7 +54,7 @@ fn install_update_installs_a_trusted_bundle_and_records_the_trial() {
     let image = b"root file system of version 2.0.0".repeat(1000);
     let bundle = rig.bundle("v2", "2.0.0", "butler-edge", Signer::Trusted, &image);
     let update = rig.dir.path().join("update");
-    hand_over(&update, &bundle, "req-1", &boot_id());
+    hand_over(&update, &bundle, "req-1");
     let (ok, output) = rig.install_update(&update);
     assert!(ok, "{output}");
     let result = read_json(&update.join("result.json"));
@@ -107,7 +110,7 @@ fn install_update_refuses_a_foreign_or_damaged_bundle_and_changes_nothing() {
         ("damaged", &damaged, "signature verification failed"),
         ("other-product", &other_product, "Compatible mismatch"),
     ] {
-        hand_over(&update, bundle, id, &boot_id());
+        hand_over(&update, bundle, id);
         let (ok, output) = rig.install_update(&update);
         assert!(
             ok,
@@ -129,14 +132,20 @@ fn install_update_refuses_a_foreign_or_damaged_bundle_and_changes_nothing() {
 }
 
 #[test]
-fn a_request_left_from_an_earlier_boot_is_not_installed() {
-    let Some(rig) = Rig::new("a_request_left_from_an_earlier_boot") else {
+fn an_install_cut_off_by_a_restart_is_not_run_again() {
+    let Some(rig) = Rig::new("an_install_cut_off_by_a_restart") else {
         return;
     };
     let before = rig.grubenv();
     let bundle = rig.bundle("v2", "2.0.0", "butler-edge", Signer::Trusted, b"v2");
     let update = rig.dir.path().join("update");
-    hand_over(&update, &bundle, "req-old", "another-boot");
+    hand_over(&update, &bundle, "req-old");
+    // What an install that lost power leaves: its marker, beside the request.
+    std::fs::write(
+        update.join("installing.json"),
+        request("req-old").to_string(),
+    )
+    .unwrap();
     let (ok, output) = rig.install_update(&update);
     assert!(ok, "{output}");
     let result = read_json(&update.join("result.json"));
@@ -147,6 +156,7 @@ fn a_request_left_from_an_earlier_boot_is_not_installed() {
     );
     assert_eq!(rig.grubenv(), before);
     assert!(!update.join("request.json").exists() && !update.join("bundle.raucb").exists());
+    assert!(!update.join("installing.json").exists());
 }
 
 /// The service with the admin group on for `admin` (and not for `reader`), HTTPS with
@@ -427,7 +437,7 @@ fn a_trial_that_never_gets_healthy_is_given_up_and_reported_as_rolled_back() {
     };
     let bundle = rig.bundle("v3", "3.0.0", "butler-edge", Signer::Trusted, b"v3");
     let update = rig.dir.path().join("update");
-    hand_over(&update, &bundle, "req-3", &boot_id());
+    hand_over(&update, &bundle, "req-3");
     assert!(rig.install_update(&update).0);
     // GRUB starts B as a trial; butler-edge never becomes active there.
     as_if_rebooted(&update);
@@ -482,7 +492,7 @@ fn a_trial_that_never_reports_back_is_a_rollback_never_confirmed() {
     };
     let bundle = rig.bundle("v2", "2.0.0", "butler-edge", Signer::Trusted, b"v2");
     let update = rig.dir.path().join("update");
-    hand_over(&update, &bundle, "req-2", &boot_id());
+    hand_over(&update, &bundle, "req-2");
     assert!(rig.install_update(&update).0);
     // The same boot: no trial, no rollback.
     let (_, output) = rig.confirm_boot(&update, 1);
@@ -507,7 +517,7 @@ fn health_metrics_and_console_name_the_version_slot_and_next_boot() {
     };
     let bundle = rig.bundle("v2", "2.0.0", "butler-edge", Signer::Trusted, b"v2");
     let update = rig.dir.path().join("update");
-    hand_over(&update, &bundle, "req-2", &boot_id());
+    hand_over(&update, &bundle, "req-2");
     assert!(rig.install_update(&update).0);
     let api = Api::start(
         &rig.system_conf,

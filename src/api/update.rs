@@ -23,7 +23,7 @@ use crate::http::response::{ResponseBody, json};
 use crate::update::handoff::{
     Failure, Outcome, Request, Source, UpdateDir, hex, read_json, remove_if_present, write_json,
 };
-use crate::update::{boot_id, now_rfc3339};
+use crate::update::now_rfc3339;
 
 /// How often the installer's answer is looked for.
 const POLL: Duration = Duration::from_millis(250);
@@ -80,7 +80,6 @@ pub async fn put(
         source: Source::Api,
         sha256,
         requested_by: access.name().to_string(),
-        boot_id: boot_id(),
         at: now_rfc3339(),
     };
     // A stale answer must not be taken for this request's.
