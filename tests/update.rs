@@ -129,6 +129,20 @@ fn install_update_refuses_a_foreign_or_damaged_bundle_and_changes_nothing() {
         // The service reads and removes the answer.
         std::fs::remove_file(update.join("result.json")).unwrap();
     }
+    // An answer nobody collects (the medium's installs have no caller) is on the console.
+    hand_over(&update, &foreign, "from-the-medium");
+    assert!(rig.install_update(&update).0);
+    let output = std::process::Command::new(support::server::BIN)
+        .args(["console", "--once", "--config", "/nonexistent", "--update-dir"])
+        .arg(&update)
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        screen.contains("last update NOT INSTALLED")
+            && screen.contains("signature verification failed"),
+        "{screen}"
+    );
 }
 
 #[test]

@@ -61,6 +61,9 @@ pub struct ConsoleArgs {
     /// The running root's os-release (IMAGE_VERSION).
     #[arg(long, value_name = "FILE", default_value = crate::update::OS_RELEASE)]
     pub os_release: PathBuf,
+    /// The service's update directory (an install answer nobody collected: the medium's).
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/butler-edge/update")]
+    pub update_dir: PathBuf,
     /// Seconds between refreshes.
     #[arg(long, default_value_t = 5)]
     pub interval: u64,
@@ -116,6 +119,7 @@ pub fn render(args: &ConsoleArgs) -> String {
         slots_file: args.slots_file.clone(),
         os_release: args.os_release.clone(),
     }));
+    out.push_str(&uncollected_install_lines(&args.update_dir));
     out.push_str(&api_line(&config, &addresses, &hostname));
     out.push_str(&ca_lines(&config, &args.pki_dir));
     out.push_str(&health_lines(&args.health));
@@ -203,6 +207,24 @@ fn system_lines(files: &crate::update::ApplianceFiles) -> String {
         }
     }
     out
+}
+
+/// An install answer nobody collected (an API call answers its caller and removes it; the
+/// medium's installs have no caller): a refusal stays on screen until the next update.
+fn uncollected_install_lines(update_dir: &Path) -> String {
+    let dir = crate::update::handoff::UpdateDir {
+        dir: update_dir.to_path_buf(),
+    };
+    let outcome: Option<crate::update::handoff::Outcome> =
+        crate::update::handoff::read_json(&dir.result()).ok().flatten();
+    match outcome {
+        Some(o) if !o.ok => format!(
+            "  last update NOT INSTALLED ({}): {}\n",
+            o.at,
+            o.error.unwrap_or_default()
+        ),
+        _ => String::new(),
+    }
 }
 
 /// Where the API answers (at the first address, else the host name), that it is off, or
