@@ -133,7 +133,13 @@ fn install_update_refuses_a_foreign_or_damaged_bundle_and_changes_nothing() {
     hand_over(&update, &foreign, "from-the-medium");
     assert!(rig.install_update(&update).0);
     let output = std::process::Command::new(support::server::BIN)
-        .args(["console", "--once", "--config", "/nonexistent", "--update-dir"])
+        .args([
+            "console",
+            "--once",
+            "--config",
+            "/nonexistent",
+            "--update-dir",
+        ])
         .arg(&update)
         .output()
         .unwrap();

@@ -62,7 +62,11 @@ pub struct ConsoleArgs {
     #[arg(long, value_name = "FILE", default_value = crate::update::OS_RELEASE)]
     pub os_release: PathBuf,
     /// The service's update directory (an install answer nobody collected: the medium's).
-    #[arg(long, value_name = "DIR", default_value = "/var/lib/butler-edge/update")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/var/lib/butler-edge/update"
+    )]
     pub update_dir: PathBuf,
     /// Seconds between refreshes.
     #[arg(long, default_value_t = 5)]
@@ -216,7 +220,9 @@ fn uncollected_install_lines(update_dir: &Path) -> String {
         dir: update_dir.to_path_buf(),
     };
     let outcome: Option<crate::update::handoff::Outcome> =
-        crate::update::handoff::read_json(&dir.result()).ok().flatten();
+        crate::update::handoff::read_json(&dir.result())
+            .ok()
+            .flatten();
     match outcome {
         Some(o) if !o.ok => format!(
             "  last update NOT INSTALLED ({}): {}\n",
