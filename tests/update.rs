@@ -41,6 +41,16 @@ fn request(id: &str) -> Value {
         "requestedBy": "test", "at": "2026-12-01T23:00:00Z"})
 }
 
+/// One screen of `butler-edge console --once` with `args` (and no config).
+fn console_screen(args: &[&std::ffi::OsStr]) -> String {
+    let output = std::process::Command::new(support::server::BIN)
+        .args(["console", "--once", "--config", "/nonexistent"])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 fn read_json(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
@@ -132,18 +142,7 @@ fn install_update_refuses_a_foreign_or_damaged_bundle_and_changes_nothing() {
     // An answer nobody collects (the medium's installs have no caller) is on the console.
     hand_over(&update, &foreign, "from-the-medium");
     assert!(rig.install_update(&update).0);
-    let output = std::process::Command::new(support::server::BIN)
-        .args([
-            "console",
-            "--once",
-            "--config",
-            "/nonexistent",
-            "--update-dir",
-        ])
-        .arg(&update)
-        .output()
-        .unwrap();
-    let screen = String::from_utf8_lossy(&output.stdout);
+    let screen = console_screen(&["--update-dir".as_ref(), update.as_os_str()]);
     assert!(
         screen.contains("last update NOT INSTALLED")
             && screen.contains("signature verification failed"),
@@ -191,12 +190,7 @@ struct Api {
 impl Api {
     fn start(rauc_conf: &Path, extra_update: &str, extra_endpoints: &str) -> Api {
         let dir = tempfile::tempdir().unwrap();
-        let server_ca = Ca::new("Server CA");
-        server_ca
-            .server_cert(&["localhost", "127.0.0.1"])
-            .write(dir.path(), "server");
-        let callers = Ca::new("Callers CA");
-        callers.write_cert(dir.path(), "callers-ca");
+        let (server_ca, callers) = support::pki::server_and_callers_cas(dir.path());
         let admin = callers.issue(&CertSpec::client("admin"));
         let reader = callers.issue(&CertSpec::client("reader"));
         let config = format!(
@@ -399,9 +393,21 @@ fn the_update_endpoint_refuses_what_it_cannot_take() {
     support::butler::assert_butler_error(status, &body, 409, "already");
 
     // A plain package install (no RAUC config): 503 saying so.
-    let plain = Api::start(&dir.path().join("absent.conf"), "", "");
+    let plain = Api::start(&dir.path().join("absent.conf"), "", "    health: true\n");
     let (status, body) = plain.put(&plain.admin, "", small(), "application/octet-stream");
     support::butler::assert_butler_error(status, &body, 503, "A/B appliance");
+    let health = plain
+        .client(&plain.admin)
+        .get(plain.server.https_url("/health"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(
+        health["appliance"]["status"], "not an A/B appliance",
+        "{health}"
+    );
 }
 
 /// Peak resident memory of a process (VmHWM), in bytes.
@@ -575,41 +581,23 @@ fn health_metrics_and_console_name_the_version_slot_and_next_boot() {
         metrics.contains("butler_edge_appliance_update_rolled_back 0"),
         "{metrics}"
     );
-    let output = std::process::Command::new(support::server::BIN)
-        .args([
-            "console",
-            "--once",
-            "--config",
-            "/nonexistent",
-            "--rauc-conf",
-        ])
-        .arg(&rig.system_conf)
-        .arg("--slots-file")
-        .arg(rig.slots_file())
-        .arg("--os-release")
-        .arg(rig.os_release())
-        .output()
-        .unwrap();
-    let screen = String::from_utf8_lossy(&output.stdout);
+    let (slots, os_release) = (rig.slots_file(), rig.os_release());
+    let screen = console_screen(&[
+        "--rauc-conf".as_ref(),
+        rig.system_conf.as_os_str(),
+        "--slots-file".as_ref(),
+        slots.as_os_str(),
+        "--os-release".as_ref(),
+        os_release.as_os_str(),
+    ]);
     assert!(
         screen.contains("system:       image 1.0.0 on slot A; next boot: slot B (2.0.0)"),
         "{screen}"
     );
-    // Without RAUC's config, /health and the console say it is no A/B appliance.
-    let output = std::process::Command::new(support::server::BIN)
-        .args([
-            "console",
-            "--once",
-            "--config",
-            "/nonexistent",
-            "--rauc-conf",
-            "/nonexistent",
-        ])
-        .output()
-        .unwrap();
+    // Without RAUC's config, the console says it is no A/B appliance.
+    let screen = console_screen(&["--rauc-conf".as_ref(), "/nonexistent".as_ref()]);
     assert!(
-        String::from_utf8_lossy(&output.stdout).contains("system:       not an A/B appliance"),
-        "{}",
-        String::from_utf8_lossy(&output.stdout)
+        screen.contains("system:       not an A/B appliance"),
+        "{screen}"
     );
 }
