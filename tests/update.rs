@@ -36,6 +36,22 @@ fn hand_over(update_dir: &Path, bundle: &Path, id: &str) {
     std::fs::write(update_dir.join("request.json"), request(id).to_string()).unwrap();
 }
 
+/// A trusted bundle of `version` installed through the real installer: the update directory.
+fn installed(rig: &Rig, version: &str) -> PathBuf {
+    let bundle = rig.bundle(
+        version,
+        version,
+        "butler-edge",
+        Signer::Trusted,
+        version.as_bytes(),
+    );
+    let update = rig.dir.path().join("update");
+    hand_over(&update, &bundle, &format!("req-{version}"));
+    let (ok, output) = rig.install_update(&update);
+    assert!(ok, "{output}");
+    update
+}
+
 fn request(id: &str) -> Value {
     json!({"id": id, "reboot": false, "source": "api", "sha256": "00ff",
         "requestedBy": "test", "at": "2026-12-01T23:00:00Z"})
@@ -461,10 +477,7 @@ fn a_trial_that_never_gets_healthy_is_given_up_and_reported_as_rolled_back() {
     let Some(mut rig) = Rig::new("a_trial_that_never_gets_healthy") else {
         return;
     };
-    let bundle = rig.bundle("v3", "3.0.0", "butler-edge", Signer::Trusted, b"v3");
-    let update = rig.dir.path().join("update");
-    hand_over(&update, &bundle, "req-3");
-    assert!(rig.install_update(&update).0);
+    let update = installed(&rig, "3.0.0");
     // GRUB starts B as a trial; butler-edge never becomes active there.
     as_if_rebooted(&update);
     rig.boot("B");
@@ -516,10 +529,7 @@ fn a_trial_that_never_reports_back_is_a_rollback_never_confirmed() {
     let Some(rig) = Rig::new("a_trial_that_never_reports_back") else {
         return;
     };
-    let bundle = rig.bundle("v2", "2.0.0", "butler-edge", Signer::Trusted, b"v2");
-    let update = rig.dir.path().join("update");
-    hand_over(&update, &bundle, "req-2");
-    assert!(rig.install_update(&update).0);
+    let update = installed(&rig, "2.0.0");
     // The same boot: no trial, no rollback.
     let (_, output) = rig.confirm_boot(&update, 1);
     assert!(!output.contains("ROLLED BACK"), "{output}");
@@ -541,10 +551,7 @@ fn health_metrics_and_console_name_the_version_slot_and_next_boot() {
     let Some(rig) = Rig::new("health_metrics_and_console_name_the_version") else {
         return;
     };
-    let bundle = rig.bundle("v2", "2.0.0", "butler-edge", Signer::Trusted, b"v2");
-    let update = rig.dir.path().join("update");
-    hand_over(&update, &bundle, "req-2");
-    assert!(rig.install_update(&update).0);
+    installed(&rig, "2.0.0");
     let api = Api::start(
         &rig.system_conf,
         &format!(
