@@ -81,6 +81,14 @@ fn install_update_installs_a_trusted_bundle_and_records_the_trial() {
     let bundle = rig.bundle("v2", "2.0.0", "butler-edge", Signer::Trusted, &image);
     let update = rig.dir.path().join("update");
     hand_over(&update, &bundle, "req-1");
+    // As the service leaves it: owned by its unprivileged user, mode 0600.
+    let bundle_file = update.join("bundle.raucb");
+    std::os::unix::fs::chown(&bundle_file, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(
+        &bundle_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let (ok, output) = rig.install_update(&update);
     assert!(ok, "{output}");
     let result = read_json(&update.join("result.json"));
