@@ -416,6 +416,12 @@ fn the_update_endpoint_refuses_what_it_cannot_take() {
     let (status, body) = api.put(&api.admin, "", small(), "application/octet-stream");
     support::butler::assert_butler_error(status, &body, 409, "already");
 
+    // No room for the bundle beside the space kept for the store: 507, nothing stored.
+    let full = Api::start(&rauc_conf, "  minFreeDiskBytes: 1000000000000000000\n", "");
+    let (status, body) = full.put(&full.admin, "", small(), "application/octet-stream");
+    support::butler::assert_butler_error(status, &body, 507, "minFreeDiskBytes");
+    assert!(!full.update_dir().join("bundle.raucb").exists());
+
     // A plain package install (no RAUC config): 503 saying so.
     let plain = Api::start(&dir.path().join("absent.conf"), "", "    health: true\n");
     let (status, body) = plain.put(&plain.admin, "", small(), "application/octet-stream");
@@ -459,9 +465,11 @@ fn a_large_bundle_is_streamed_to_disk_not_held_in_memory() {
     let expected = support::sha256_hex(&data);
     let (status, body) = api.put(&api.admin, "", data.into(), "application/octet-stream");
     support::butler::assert_butler_error(status, &body, 504, "has not answered");
+    // Held in memory, the body alone would be SIZE; streamed, the growth is buffers and
+    // the allocator's (about 25 MB in a debug build).
     let grown = peak_rss(api.server.pid()).saturating_sub(before);
     assert!(
-        grown < (SIZE as u64) / 4,
+        grown < (SIZE as u64) / 2,
         "the service's peak memory grew by {grown} bytes for a {SIZE}-byte bundle"
     );
     let stored = api.update_dir().join("bundle.raucb");

@@ -25,6 +25,8 @@ use crate::update::handoff::{
 };
 use crate::update::now_rfc3339;
 
+/// How many bytes of an upload between two looks at the free space.
+const SPACE_CHECK_EVERY: u64 = 16 << 20;
 /// How often the installer's answer is looked for.
 const POLL: Duration = Duration::from_millis(250);
 
@@ -163,8 +165,8 @@ fn too_large(limit: u64) -> ApiError {
     )
 }
 
-/// Enough room for the bundle and the space the free-disk guard keeps for the store: 507
-/// otherwise, like a key-value write.
+/// Enough room for the bundle (`length` more bytes) and the space the free-disk guard keeps
+/// for the store: 507 otherwise, like a key-value write.
 fn check_free_space(state: &AppState, dir: &Path, length: u64) -> Result<(), ApiError> {
     let keep = state.config.edge.min_free_disk_bytes;
     let free = crate::disk::available_bytes(dir).map_err(ApiError::internal)?;
@@ -231,6 +233,11 @@ async fn receive(state: &AppState, dir: &UpdateDir, body: Incoming) -> Result<St
         }
         digest.update(&data);
         file.write_all(&data).await.map_err(io)?;
+        // A body without Content-Length was only checked against the reserve: keep
+        // checking, so an upload never eats the space the store's writes need.
+        if received / SPACE_CHECK_EVERY != (received - data.len() as u64) / SPACE_CHECK_EVERY {
+            check_free_space(state, &dir.dir, 0)?;
+        }
     }
     if received == 0 {
         return Err(ApiError::bad_request(
