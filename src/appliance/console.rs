@@ -21,6 +21,9 @@ use super::provision::Record;
 pub const BEGIN: &str = "==== butler-edge appliance console ====";
 pub const END: &str = "==== end of console ====";
 
+/// Where the service writes its health snapshot (`app::snapshot`) under systemd.
+pub const HEALTH_SNAPSHOT: &str = "/run/butler-edge/health.json";
+
 /// A snapshot older than this means the service is not running (it writes every 5 s).
 const STALE: Duration = Duration::from_secs(20);
 
@@ -39,7 +42,7 @@ pub struct ConsoleArgs {
     #[arg(
         long,
         value_name = "FILE",
-        default_value = "/run/butler-edge/health.json"
+        default_value = HEALTH_SNAPSHOT
     )]
     pub health: PathBuf,
     /// The enrolment server's status.
@@ -52,6 +55,9 @@ pub struct ConsoleArgs {
     /// The root under which the provisioning record is kept.
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
+    /// The update files (slots report, an install answer nobody collected).
+    #[command(flatten)]
+    pub update: super::update_common::UpdatePaths,
     /// Seconds between refreshes.
     #[arg(long, default_value_t = 5)]
     pub interval: u64,
@@ -102,6 +108,8 @@ pub fn render(args: &ConsoleArgs) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{BEGIN}");
     out.push_str(&machine_lines(&hostname, &addresses));
+    out.push_str(&system_lines(&args.update.appliance_files()));
+    out.push_str(&uncollected_install_lines(&args.update.dir()));
     out.push_str(&api_line(&config, &addresses, &hostname));
     out.push_str(&ca_lines(&config, &args.pki_dir));
     out.push_str(&health_lines(&args.health));
@@ -134,6 +142,78 @@ fn machine_lines(hostname: &str, addresses: &[IpAddr]) -> String {
         }
     );
     out
+}
+
+/// The image version and slot running, what boots next, an update on trial, and a rollback
+/// with its reason (it stays on screen until the next update).
+fn system_lines(files: &crate::update::ApplianceFiles) -> String {
+    use crate::update::ApplianceView;
+    let mut out = String::new();
+    let text = |v: &Option<String>| v.clone().unwrap_or_else(|| "unknown".into());
+    match files.view() {
+        ApplianceView::Plain => {
+            let _ = writeln!(
+                out,
+                "system:       not an A/B appliance (package install; no {})",
+                files.rauc_conf.display()
+            );
+        }
+        ApplianceView::NoReport { version } => {
+            let _ = writeln!(
+                out,
+                "system:       image {} (slot not known yet: boot confirmation pending)",
+                text(&version)
+            );
+        }
+        ApplianceView::Slots { version, report } => {
+            let next = report
+                .next_boot
+                .as_ref()
+                .map(|n| format!("{} ({})", n.slot, text(&n.version)))
+                .unwrap_or_else(|| "unknown".into());
+            let _ = writeln!(
+                out,
+                "system:       image {} on slot {}{}; next boot: slot {next}",
+                text(&version),
+                report.booted.slot,
+                if report.trial {
+                    " (TRIAL: kept once butler-edge is healthy)"
+                } else {
+                    ""
+                }
+            );
+            if let Some(rollback) = &report.rollback {
+                let _ = writeln!(
+                    out,
+                    "  UPDATE ROLLED BACK: {} (slot {}) failed; back on {} (slot {}) since {}",
+                    text(&rollback.from.version),
+                    rollback.from.slot,
+                    text(&rollback.to.version),
+                    rollback.to.slot,
+                    rollback.at
+                );
+                let _ = writeln!(out, "  why: {}", rollback.reason);
+            }
+        }
+    }
+    out
+}
+
+/// An install answer nobody collected (an API call answers its caller and removes it; the
+/// medium's installs have no caller): a refusal stays on screen until the next update.
+fn uncollected_install_lines(dir: &crate::update::handoff::UpdateDir) -> String {
+    let outcome: Option<crate::update::handoff::Outcome> =
+        crate::update::handoff::read_json(&dir.result())
+            .ok()
+            .flatten();
+    match outcome {
+        Some(o) if !o.ok => format!(
+            "  last update NOT INSTALLED ({}): {}\n",
+            o.at,
+            o.error.unwrap_or_default()
+        ),
+        _ => String::new(),
+    }
 }
 
 /// Where the API answers (at the first address, else the host name), that it is off, or
@@ -289,6 +369,9 @@ fn provisioning_lines(root: &Path) -> String {
                     .map(|g| format!(", generation {g}"))
                     .unwrap_or_default()
             );
+            if let Some(update) = &record.update {
+                let _ = writeln!(out, "  update: {update}");
+            }
             if !record.problems.is_empty() {
                 let _ = writeln!(
                     out,
