@@ -35,7 +35,10 @@ WRITE_ZEROES, DISC. One client connection, then the server prints its counts as 
 and exits. See https://github.com/NetworkBlockDevice/nbd/blob/master/doc/proto.md.
 
 Usage: volatile_nbd.py --backing FILE [--listen 127.0.0.1:0] [--export NAME] [--seed N]
-                       [--control] [--keep-probability P]
+                       [--control] [--keep-probability P] [--commands]
+  --commands  read `cut-at-write PID SKIP` lines from stdin: SIGKILL PID (the qemu process)
+              right after the SKIP+1-th write from then on, before acknowledging it, so that the
+              cut finds unflushed data in the cache
 Prints "volatile-nbd: listening on HOST:PORT" once listening, and "volatile-nbd: result
 {json}" when the client is gone.
 """
@@ -44,9 +47,11 @@ import argparse
 import json
 import os
 import random
+import signal
 import socket
 import struct
 import sys
+import threading
 
 BLOCK = 4096
 MAX_VERSIONS = 8  # unflushed versions kept per block (the cut picks among them)
@@ -175,6 +180,39 @@ class VolatileDisk:
         return {"dropped": dropped, "kept": kept_newest + kept_older, "kept_older_version": kept_older}
 
 
+class CutTrigger:
+    """`cut-at-write PID SKIP` on stdin: SIGKILL PID (qemu) right after the SKIP+1-th disk write
+    from then on, before that write is acknowledged, so the cut finds the cache holding
+    unflushed data (a kill at an arbitrary moment mostly lands between two flushed commits)."""
+
+    def __init__(self):
+        self.pid = None
+        self.skip = 0
+        self.fired = None
+
+    def arm(self, pid, skip):
+        self.skip = skip
+        self.pid = pid
+
+    def on_write(self, disk):
+        if self.pid is None or self.fired is not None:
+            return False
+        if self.skip > 0:
+            self.skip -= 1
+            return False
+        self.fired = len(disk.dirty)
+        os.kill(self.pid, signal.SIGKILL)
+        return True
+
+    def listen(self, stream):
+        def read():
+            for line in stream:
+                words = line.split()
+                if len(words) == 3 and words[0] == "cut-at-write":
+                    self.arm(int(words[1]), int(words[2]))
+        threading.Thread(target=read, daemon=True).start()
+
+
 class Closed(Exception):
     pass
 
@@ -250,7 +288,7 @@ def handshake(sock, disk, export):
         option_reply(sock, option, REP_ERR_UNSUP, f"option {option} not supported".encode())
 
 
-def transmission(sock, disk):
+def transmission(sock, disk, trigger=None):
     """Serves requests in order. Returns True after NBD_CMD_DISC, False when the client vanished."""
     while True:
         try:
@@ -273,12 +311,11 @@ def transmission(sock, disk):
             error = ENOSPC if cmd != CMD_READ else EINVAL
         elif cmd == CMD_READ:
             data = disk.read(offset, length) if length else b""
-        elif cmd == CMD_WRITE:
+        elif cmd in (CMD_WRITE, CMD_WRITE_ZEROES):
             if length:
-                disk.write(offset, payload, fua=bool(flags & CMD_FLAG_FUA))
-        elif cmd == CMD_WRITE_ZEROES:
-            if length:
-                disk.write(offset, bytes(length), fua=bool(flags & CMD_FLAG_FUA))
+                disk.write(offset, payload if cmd == CMD_WRITE else bytes(length), fua=bool(flags & CMD_FLAG_FUA))
+            if trigger is not None and trigger.on_write(disk):
+                continue  # the client is dead: this write is never acknowledged
         elif cmd == CMD_FLUSH:
             disk.flush()
         else:
@@ -289,7 +326,7 @@ def transmission(sock, disk):
             return False
 
 
-def serve_one(listener, disk, export, rng, keep_probability):
+def serve_one(listener, disk, export, rng, keep_probability, trigger=None):
     """Accepts one client, serves it, applies the cut if it vanished; returns the counts."""
     conn, _ = listener.accept()
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -297,7 +334,7 @@ def serve_one(listener, disk, export, rng, keep_probability):
     try:
         try:
             if handshake(conn, disk, export):
-                clean = transmission(conn, disk)
+                clean = transmission(conn, disk, trigger)
         except (Closed, ConnectionError):
             clean = False
     finally:
@@ -309,6 +346,9 @@ def serve_one(listener, disk, export, rng, keep_probability):
         result = {"end": "cut", "unflushed_blocks": pending, **disk.cut(rng, keep_probability)}
     result.update(disk.counts)
     result["control"] = disk.control
+    if trigger is not None:
+        result["killed_at_write"] = trigger.fired is not None
+        result["unflushed_blocks_at_kill"] = trigger.fired
     return result
 
 
@@ -320,6 +360,8 @@ def main():
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--control", action="store_true")
     parser.add_argument("--keep-probability", type=float, default=None)
+    parser.add_argument("--commands", action="store_true",
+                        help="read `cut-at-write PID SKIP` from stdin (see CutTrigger)")
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 32)
     keep = args.keep_probability if args.keep_probability is not None else (0.0 if args.control else 0.5)
@@ -331,7 +373,11 @@ def main():
     listener.listen(1)
     print(f"volatile-nbd: listening on {host}:{listener.getsockname()[1]} (seed {seed}, "
           f"{'control: flushes ignored' if args.control else 'honest'}, keep probability {keep})", flush=True)
-    result = serve_one(listener, disk, args.export, random.Random(seed), keep)
+    trigger = None
+    if args.commands:
+        trigger = CutTrigger()
+        trigger.listen(sys.stdin)
+    result = serve_one(listener, disk, args.export, random.Random(seed), keep, trigger)
     listener.close()
     disk.close()
     result["seed"] = seed

@@ -77,7 +77,7 @@ class Client:
 
 
 class Server:
-    def __init__(self, backing, control=False, keep=None, seed=1):
+    def __init__(self, backing, control=False, keep=None, seed=1, trigger=None):
         self.disk = nbd.VolatileDisk(backing, control=control)
         self.listener = socket.socket()
         self.listener.bind(("127.0.0.1", 0))
@@ -87,7 +87,7 @@ class Server:
         self.result = None
         self.thread = threading.Thread(
             target=lambda: setattr(self, "result", nbd.serve_one(self.listener, self.disk, "butler-edge",
-                                                                  random.Random(seed), keep)))
+                                                                  random.Random(seed), keep, trigger)))
         self.thread.start()
 
     def finish(self):
@@ -214,6 +214,21 @@ class VolatileNbdTest(unittest.TestCase):
         c.cut()
         self.assertEqual(server.finish()["dropped"], 2)
         self.assertEqual(self.durable(0, 8192), bytes(8192))
+
+    def test_cut_at_write_kills_the_client_before_acknowledging(self):
+        victim = subprocess.Popen(["sleep", "60"])
+        trigger = nbd.CutTrigger()
+        server, c = self.session(keep=0.0, trigger=trigger)
+        c.write(0, b"1" * 4096)
+        trigger.arm(victim.pid, 1)
+        c.write(4096, b"2" * 4096)  # skipped
+        c.sock.sendall(struct.pack(">IHHQQI", nbd.REQUEST_MAGIC, 0, nbd.CMD_WRITE, 99, 8192, 4096) + b"3" * 4096)
+        self.assertEqual(victim.wait(10), -9)  # SIGKILLed at the third write, before its reply
+        c.cut()
+        result = server.finish()
+        self.assertEqual((result["killed_at_write"], result["unflushed_blocks_at_kill"], result["dropped"]),
+                         (True, 3, 3))
+        self.assertEqual(self.durable(0, 12288), bytes(12288))
 
     @unittest.skipUnless(shutil.which("qemu-io"), "qemu-io not installed")
     def test_qemu_io_client(self):
