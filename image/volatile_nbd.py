@@ -12,7 +12,8 @@ does just that, and nothing more:
 - Writes go to an in-memory cache of 4 KiB blocks (read-modify-write for partial blocks);
   reads see the newest data.
 - NBD_CMD_FLUSH makes every write completed before it durable in the backing raw file; a
-  write with NBD_CMD_FLAG_FUA makes itself durable. Requests are handled one at a time, in
+  write with NBD_CMD_FLAG_FUA makes itself durable (the whole 4 KiB blocks it touches, as
+  newest; the guest's virtio disk never sends FUA, qemu only uses it in writethrough mode). Requests are handled one at a time, in
   order, so "completed before" is "received before".
 - When the client goes away without NBD_CMD_DISC (qemu SIGKILLed: the power cut), each block
   written since its last flush is dropped (the backing file keeps its durable version) or kept
