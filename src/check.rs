@@ -214,6 +214,9 @@ fn appliance(out: &mut String, config: &Config) {
     if config.edge.metrics_endpoint {
         appliance.push("GET /metrics");
     }
+    if config.edge.admin_endpoint {
+        appliance.push("admin: PUT /v4/admin/update, GET/PUT /v4/admin/store");
+    }
     let _ = writeln!(
         out,
         "appliance endpoints: {}",

@@ -71,6 +71,23 @@ fn ignored_keys_are_listed_at_debug_level_not_rejected() {
     }
 }
 
+/// The appliance's shipped config turns the admin group on for the first-boot admin only, and
+/// `check-config` says so (the update and export/restore endpoints an admin will look for).
+#[test]
+fn check_config_lists_the_admin_endpoints_of_the_appliance_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "config.yaml", include_str!("../image/config.yaml"));
+    let (_, out, err) = run_cli(&["check-config", &path]);
+    assert!(
+        out.contains("admin: PUT /v4/admin/update, GET/PUT /v4/admin/store"),
+        "stdout: {out}\nstderr: {err}"
+    );
+    assert!(
+        out.contains(r#""admin" (commonName "admin"): admin,"#),
+        "stdout: {out}\nstderr: {err}"
+    );
+}
+
 #[test]
 fn check_config_reports_what_will_run() {
     let dir = tempfile::tempdir().unwrap();
