@@ -72,6 +72,9 @@ endpoint_groups! {
     Health => "health", mutates: false;
     /// `GET /metrics` (`ButlerEdge.endpointsEnable.metrics`).
     Metrics => "metrics", mutates: false;
+    /// The appliance's administration: store export and restore, updates
+    /// (`ButlerEdge.endpointsEnable.admin`; needs client authentication).
+    Admin => "admin", mutates: true;
 }
 
 /// A request this caller may not make. `Display` is the message the caller reads.

@@ -123,6 +123,11 @@ fn config_errors_name_the_key_the_value_and_the_expectation() {
             "Butler:\n  restServerConfig: {}\nButlerEdge:\n  limits:\n    maxBodyBytes: -1\n",
             "ButlerEdge.limits.maxBodyBytes: expected a whole number",
         ),
+        (
+            "Butler:\n  logLevel: info\nButlerEdge:\n  endpointsEnable:\n    admin: true\n",
+            "ButlerEdge.endpointsEnable.admin: true needs client authentication, or any caller \
+             could export or replace the store: set ButlerEdge.clientAuth.enable: true",
+        ),
         ("Sense:\n  x: 1\n", "no `Butler:` section"),
         ("Butler:\n  logLevel: info\n   bad: [\n", "line 3"),
     ];

@@ -7,14 +7,16 @@
 //! - starting tasks through QRS, the start-task body and answers → `start_task`
 //! - the fake QRS's own faithfulness to QRS → `fake_qrs`; the runnable fake QRS
 //!   (`cargo run --example fake-qrs`) → `fake_qrs_program`
-//! - what survives restarts, `kill -9` and damage → `durability`
+//! - what survives restarts, `kill -9` and damage → `durability`; the database's format
+//!   version (newer and older releases on one file) → `store_format`
 //! - routing, enablement, limits, quotas, TTLs or timeouts that need no process of its own →
 //!   `in_process` (runs the service in this process through `app::prepare` + `Service::run`
 //!   on a loopback socket: async tests with paused tokio time for timeouts, or blocking ones
 //!   with the usual `Butler` client through `InProcess::on_thread`)
 //! - HTTPS on the listener → `tls`; client certificates and permissions → `client_auth`;
 //!   API tokens (`clientAuth.mode`, rotation, plain-HTTP refusal) → `api_tokens`
-//! - `/health` and `/metrics` → `health_metrics`
+//! - `/health` and `/metrics` → `health_metrics`; store export and restore (`/v4/admin/store`)
+//!   → `admin_store`
 //! - config loading and `check-config` → `config`; `init` → `init`
 //! - systemd notify, root refusal, `--user`, the free-disk guard seen by the appliance →
 //!   `appliance`; the shipped unit files → `systemd_unit`
@@ -34,6 +36,8 @@
 #[path = "support/mod.rs"]
 mod support;
 
+#[path = "admin_store.rs"]
+mod admin_store;
 #[path = "api_tokens.rs"]
 mod api_tokens;
 #[path = "appliance.rs"]
@@ -70,6 +74,8 @@ mod properties;
 mod provision;
 #[path = "start_task.rs"]
 mod start_task;
+#[path = "store_format.rs"]
+mod store_format;
 #[path = "systemd_unit.rs"]
 mod systemd_unit;
 #[path = "tls.rs"]

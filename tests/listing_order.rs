@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::server::{BIN, KV_CONFIG, Server, client, free_port, json_of, root_user_args};
+use support::store_file::{self, format_record};
 
 fn post(server: &Server, ns: &str, body: Value) -> u16 {
     json_of(
@@ -281,11 +282,17 @@ fn restart_and_check_migrated_once(
             .all(|old| !left.iter().any(|t| t == old)),
         "old tables left: {left:?}"
     );
+    assert_eq!(
+        format_record(&server.data_dir),
+        Some(store_file::CURRENT),
+        "the migration records the format version"
+    );
     server.restart();
     assert_eq!(keys(server, ns), expected_keys);
     assert_eq!(namespaces(server), expected_namespaces);
     let log = server.log();
     assert_eq!(log.matches("from an earlier version").count(), 1, "{log}");
+    assert_eq!(log.matches("format version recorded").count(), 1, "{log}");
 }
 
 /// The oldest layout (tables `kv`, `namespaces`, `expiry`) listed in name order: opened by

@@ -1,5 +1,5 @@
-//! The key-value pair rules, shared by `POST /v4/keyvalues/{namespace}` and start-task's
-//! `keyvaluestore` items: what text a JSON scalar stores as, what a TTL may be, the size
+//! The key-value pair rules, shared by `POST /v4/keyvalues/{namespace}`, start-task's
+//! `keyvaluestore` items and a store restore ([`RestoreRules`]): what text a JSON scalar stores as, what a TTL may be, the size
 //! limits. Each rule is written once; messages name
 //! the field where the caller wrote it (`body/value`, `body/2/payload/value`).
 //!
@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::config::{Limits, describe};
 use crate::http::error::ApiError;
+use crate::kv::backup::RestoreRules;
 use crate::tasks::KeyValueItem;
 
 /// The text of field `name` (under `prefix`, e.g. `body/`): `None` when absent or null,
@@ -190,4 +191,24 @@ pub fn start_item(
         value,
         ttl_ms: (ttl > 0).then_some(ttl as u64),
     })
+}
+
+/// The same size rules for every namespace and pair a store restore reads (the kv layer
+/// checks emptiness and quotas; the sizes are this layer's settings).
+pub struct RestoreLimits<'a>(pub &'a Limits);
+
+impl RestoreRules for RestoreLimits<'_> {
+    fn check_namespace(&self, namespace: &str) -> Result<(), String> {
+        check_size(
+            "namespace",
+            namespace,
+            self.0.max_namespace_bytes,
+            "maxNamespaceBytes",
+        )
+        .map_err(|e| e.message)
+    }
+
+    fn check_pair(&self, namespace: &str, key: &str, value: &str) -> Result<(), String> {
+        check_sizes(namespace, key, value, self.0).map_err(|e| e.message)
+    }
 }

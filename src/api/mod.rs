@@ -4,6 +4,7 @@
 //! layers below (`kv`, `tasks`) and render Butler's response shapes; their typed errors become
 //! statuses in `http::error`.
 
+pub mod admin_store;
 pub mod browser;
 pub mod health;
 pub mod kv;

@@ -26,6 +26,8 @@ pub enum Route<'a> {
     StartTask { task_id: &'a str },
     Health,
     Metrics,
+    AdminStoreExport,
+    AdminStoreRestore,
 }
 
 impl<'a> Route<'a> {
@@ -52,6 +54,8 @@ impl<'a> Route<'a> {
             }
             (&Method::GET, ["health"]) => Route::Health,
             (&Method::GET, ["metrics"]) => Route::Metrics,
+            (&Method::GET, ["v4", "admin", "store"]) => Route::AdminStoreExport,
+            (&Method::PUT, ["v4", "admin", "store"]) => Route::AdminStoreRestore,
             _ => return None,
         };
         Some(route)
@@ -75,6 +79,8 @@ impl<'a> Route<'a> {
             Route::StartTask { .. } => ("startTask", G::StartTask),
             Route::Health => ("health", G::Health),
             Route::Metrics => ("metrics", G::Metrics),
+            Route::AdminStoreExport => ("adminStoreExport", G::Admin),
+            Route::AdminStoreRestore => ("adminStoreRestore", G::Admin),
         }
     }
 
@@ -114,7 +120,9 @@ impl<'a> Route<'a> {
             | Route::KvNamespaces
             | Route::StartTask { .. }
             | Route::Health
-            | Route::Metrics => None,
+            | Route::Metrics
+            | Route::AdminStoreExport
+            | Route::AdminStoreRestore => None,
         }
     }
 }

@@ -34,7 +34,19 @@ fn enabled(state: &AppState, group: EndpointGroup) -> bool {
         EndpointGroup::StartTask => state.config.features.start_task_served(),
         EndpointGroup::Health => state.config.edge.health_endpoint,
         EndpointGroup::Metrics => state.config.edge.metrics_endpoint,
+        EndpointGroup::Admin => state.config.edge.admin_endpoint,
     }
+}
+
+/// The store for the admin endpoints, which exist whether or not the key-value endpoints are
+/// served: a 404 saying so when the store is off.
+fn kv_store(state: &AppState) -> Result<&crate::kv::Store, ApiError> {
+    state.store.as_ref().ok_or_else(|| {
+        ApiError::not_found(
+            "the key-value store is off (Butler.keyValueStore.enable): there is no store to \
+             export or restore into",
+        )
+    })
 }
 
 /// The method a request is handled as. Sense's REST connector can only send GET
@@ -163,6 +175,10 @@ async fn dispatch(
         }
         Route::Health => api::health::health(state),
         Route::Metrics => api::health::metrics(state),
+        Route::AdminStoreExport => api::admin_store::export(kv_store(state)?),
+        Route::AdminStoreRestore => {
+            api::admin_store::restore(state, kv_store(state)?, &query, body).await?
+        }
     };
     Ok(response)
 }

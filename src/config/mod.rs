@@ -139,6 +139,9 @@ pub struct EdgeConfig {
     pub health_endpoint: bool,
     /// `GET /metrics` (`ButlerEdge.endpointsEnable.metrics`).
     pub metrics_endpoint: bool,
+    /// The `admin` endpoint group (`ButlerEdge.endpointsEnable.admin`): only with client
+    /// authentication on, and only for clients whose `endpoints` list `admin`.
+    pub admin_endpoint: bool,
     /// Web origins whose pages may call the API (`ButlerEdge.allowedOrigins`), lower-case
     /// and without a trailing `/`; a request with any other `Origin` header is refused.
     pub allowed_origins: Vec<String>,
@@ -165,6 +168,9 @@ pub struct Limits {
     pub max_namespace_bytes: usize,
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
+    /// The largest store export `PUT /v4/admin/store` reads (`ButlerEdge.limits.maxRestoreBytes`);
+    /// streamed, so it is not held in memory, unlike `max_body_bytes`.
+    pub max_restore_bytes: u64,
 }
 
 impl Config {
@@ -247,6 +253,7 @@ impl Config {
             not_set_up,
         );
         let client_auth = client_auth::parse_client_auth(&r, &rest.tls)?;
+        admin_needs_client_auth(&edge, &client_auth)?;
         let ignored_keys = r.unread_paths();
         Ok(Config {
             origin: origin.to_string(),
@@ -288,6 +295,24 @@ impl Config {
     }
 }
 
+/// Without client authentication every caller may use every enabled group, so enabling
+/// `admin` would let anyone who reaches the port replace the store.
+fn admin_needs_client_auth(
+    edge: &EdgeConfig,
+    client_auth: &ClientAuthConfig,
+) -> Result<(), ConfigError> {
+    if edge.admin_endpoint && !client_auth.enable {
+        return Err(ConfigError::Other(
+            "ButlerEdge.endpointsEnable.admin: true needs client authentication, or any caller \
+             could export or replace the store: set ButlerEdge.clientAuth.enable: true (client \
+             certificates or API tokens) and list admin in the endpoints of the clients that \
+             administer the appliance, or set admin: false"
+                .to_string(),
+        ));
+    }
+    Ok(())
+}
+
 fn millis(r: &Reader, path: &str, default_ms: u64) -> Result<Duration, ConfigError> {
     Ok(Duration::from_millis(
         r.integer_or(path, 1, 86_400_000, default_ms)?,
@@ -320,6 +345,12 @@ fn parse_edge(r: &Reader) -> Result<EdgeConfig, ConfigError> {
         max_namespace_bytes: part("ButlerEdge.limits.maxNamespaceBytes")?,
         max_key_bytes: part("ButlerEdge.limits.maxKeyBytes")?,
         max_value_bytes: part("ButlerEdge.limits.maxValueBytes")?,
+        max_restore_bytes: r.integer_or(
+            "ButlerEdge.limits.maxRestoreBytes",
+            1,
+            1 << 50,
+            4 << 30,
+        )?,
     };
     if limits.max_body_bytes_in_flight < limits.max_body_bytes {
         return Err(ConfigError::Other(format!(
@@ -336,6 +367,7 @@ fn parse_edge(r: &Reader) -> Result<EdgeConfig, ConfigError> {
         min_free_disk_bytes: r.integer_or("ButlerEdge.minFreeDiskBytes", 0, 1 << 60, 64 << 20)?,
         health_endpoint: r.bool("ButlerEdge.endpointsEnable.health", false)?,
         metrics_endpoint: r.bool("ButlerEdge.endpointsEnable.metrics", false)?,
+        admin_endpoint: r.bool("ButlerEdge.endpointsEnable.admin", false)?,
         allowed_origins: r
             .string_list("ButlerEdge.allowedOrigins")?
             .iter()

@@ -139,3 +139,103 @@ fn too_large(limits: &Limits) -> ApiError {
         ),
     )
 }
+
+/// A request body too large to hold (a store restore), read as [`std::io::Read`] on a
+/// blocking thread while [`pump_body`] feeds it: at most [`PUMP_CHUNKS`] chunks are held.
+pub struct BodyReader {
+    chunks: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+    current: Bytes,
+}
+
+/// How many received chunks wait for a [`BodyReader`].
+const PUMP_CHUNKS: usize = 16;
+
+impl std::io::Read for BodyReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.chunks.blocking_recv() {
+                None => return Ok(0),
+                Some(chunk) => self.current = chunk?,
+            }
+        }
+        let n = out.len().min(self.current.len());
+        out[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// A body's limits when it is streamed: its most bytes, the setting that says so (for the
+/// 413), and how long it may send nothing (`bodyReadTimeoutMs`: a large body takes longer
+/// than that as a whole, but a stalled one is cut off).
+pub struct StreamLimits {
+    pub max_bytes: u64,
+    pub setting: &'static str,
+    pub idle_timeout: std::time::Duration,
+}
+
+/// Splits a request body into a [`BodyReader`] for a blocking consumer and the future that
+/// feeds it, which the handler awaits beside the consumer. The future ends `Ok` with the
+/// bytes passed on when the body ended or the reader was dropped (the consumer stopped
+/// early), and `Err` with 413, 408 or 400 when a limit was hit or the body failed; the
+/// reader then gets an error too, so the consumer never takes a part for the whole.
+pub fn pump_body<B>(
+    body: B,
+    limits: StreamLimits,
+) -> (
+    impl std::future::Future<Output = Result<u64, ApiError>>,
+    BodyReader,
+)
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
+    let (sender, chunks) = tokio::sync::mpsc::channel(PUMP_CHUNKS);
+    let reader = BodyReader {
+        chunks,
+        current: Bytes::new(),
+    };
+    let pump = async move {
+        let mut body = std::pin::pin!(body);
+        let mut passed: u64 = 0;
+        let failed = loop {
+            let frame = match tokio::time::timeout(limits.idle_timeout, body.frame()).await {
+                Err(_) => {
+                    break ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        format!(
+                            "the request body sent nothing for {} ms \
+                             (ButlerEdge.limits.bodyReadTimeoutMs)",
+                            limits.idle_timeout.as_millis()
+                        ),
+                    );
+                }
+                Ok(None) => return Ok(passed),
+                Ok(Some(Err(e))) => {
+                    break ApiError::bad_request(format!("cannot read the request body: {e}"));
+                }
+                Ok(Some(Ok(frame))) => frame,
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            passed += data.len() as u64;
+            if passed > limits.max_bytes {
+                break ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "request body is larger than the limit of {} bytes ({})",
+                        limits.max_bytes, limits.setting
+                    ),
+                );
+            }
+            if sender.send(Ok(data)).await.is_err() {
+                return Ok(passed);
+            }
+        };
+        let _ = sender
+            .send(Err(std::io::Error::other(failed.message.clone())))
+            .await;
+        Err(failed)
+    };
+    (pump, reader)
+}

@@ -53,10 +53,12 @@ impl ApiError {
                     db_file.parent().unwrap_or(db_file).display()
                 ),
             ),
-            StoreError::Unavailable { .. } | StoreError::Closed => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("{what}: {error}. Retry in a moment"),
-            ),
+            StoreError::Unavailable { .. } | StoreError::Closed | StoreError::Restoring => {
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{what}: {error}. Retry in a moment"),
+                )
+            }
             other => Self::internal(format!("{what}: {other}")),
         }
     }

@@ -13,6 +13,7 @@
 //!
 //! This module knows nothing of HTTP.
 
+pub mod backup;
 mod expiry;
 pub mod idempotency;
 mod schema;
@@ -60,6 +61,23 @@ pub enum StoreError {
     },
     #[error("cannot prepare the tables in the key-value database {path}: {message}")]
     Schema { path: PathBuf, message: String },
+    /// The file's format record asks for a newer reader than this release (a rollback
+    /// after a newer release changed the format incompatibly).
+    #[error(
+        "the key-value database {path} was written by a newer butler-edge in store format \
+         {format_version}, which only releases reading format {oldest_reader} or later may \
+         open; this release reads format {}. Nothing in the file was changed. Start the newer \
+         release again (on the appliance: install the newer update again), or, to stay on this \
+         release, export the store with the newer release (GET /v4/admin/store), move the file \
+         aside, start this release on an empty store and restore the export into it \
+         (PUT /v4/admin/store)",
+        schema::FORMAT_VERSION
+    )]
+    TooNew {
+        path: PathBuf,
+        format_version: u64,
+        oldest_reader: u64,
+    },
     #[error("cannot create the data directory {path}: {source}")]
     DataDir {
         path: PathBuf,
@@ -80,6 +98,9 @@ pub enum StoreError {
     Db(String),
     #[error("the key-value store is shutting down")]
     Closed,
+    /// A restore of the whole store holds the database for its one write transaction.
+    #[error("a restore of the whole key-value store is under way; writes resume when it ends")]
+    Restoring,
 }
 
 impl StoreError {
@@ -98,6 +119,7 @@ impl StoreError {
             },
             StoreError::Db(message) => StoreError::Db(message.clone()),
             StoreError::Closed => StoreError::Closed,
+            StoreError::Restoring => StoreError::Restoring,
             other => StoreError::Db(other.to_string()),
         }
     }
@@ -168,6 +190,20 @@ fn open_error(path: &Path, source: redb::DatabaseError) -> StoreError {
     }
 }
 
+fn schema_error(path: &Path, error: schema::SchemaError) -> StoreError {
+    match error {
+        schema::SchemaError::TooNew(record) => StoreError::TooNew {
+            path: path.to_path_buf(),
+            format_version: record.format_version,
+            oldest_reader: record.oldest_reader,
+        },
+        schema::SchemaError::Other(message) => StoreError::Schema {
+            path: path.to_path_buf(),
+            message,
+        },
+    }
+}
+
 /// The names in the order of their sequence numbers (see [`schema`]); equal ones (none, in
 /// practice) stay in name order, the order they were collected in.
 fn in_seq_order(mut entries: Vec<(u64, String)>) -> Vec<String> {
@@ -184,6 +220,8 @@ pub struct Store {
 struct Inner {
     db: Arc<DbSlot>,
     path: PathBuf,
+    /// What the store may hold; a restore checks the whole export against them.
+    quotas: Quotas,
     writer: writer::Handle,
     sweeper: expiry::Sweeper,
 }
@@ -197,11 +235,10 @@ impl Store {
             source,
         })?;
         let path = data_dir.join(DB_FILE);
+        let schema_error = |e| schema_error(&path, e);
+        schema::check_readable(&path).map_err(schema_error)?;
         let db = slot::open_database(&path)?;
-        schema::create_tables(&db).map_err(|message| StoreError::Schema {
-            path: path.clone(),
-            message,
-        })?;
+        schema::create_tables(&db).map_err(schema_error)?;
         let db = DbSlot::new(path.clone(), db);
         let sweeper = expiry::Sweeper::new();
         let writer = writer::spawn(db.clone(), quotas, sweeper.clone())?;
@@ -209,6 +246,7 @@ impl Store {
             inner: Arc::new(Inner {
                 db,
                 path,
+                quotas,
                 writer,
                 sweeper,
             }),

@@ -10,8 +10,31 @@
 //! a new key rewrites for its count regardless. Only creating a namespace reads and writes
 //! the store-wide counter in [`COUNTERS`]. Everything is committed in the write's own
 //! transaction, so the order is exactly as durable as the data.
+//!
+//! # Store format version
+//!
+//! The file says which layout it is in, so that a rollback to an older release never
+//! misreads what a newer one wrote. [`FORMAT`] holds two numbers, in the manner of ext4's
+//! feature flags: [`FORMAT_VERSION_KEY`], the format the file was last written in, and
+//! [`OLDEST_READER_KEY`], the oldest format a release must read to open (and write) it
+//! safely. A release opens a file when the file's oldest-reader version is at most its own
+//! [`FORMAT_VERSION`]; so a later release that only adds something older ones may ignore
+//! (a table they never open) raises the format version and keeps the oldest-reader
+//! version, and a rollback still opens the file. A file that needs a newer reader is
+//! refused at start-up, unchanged ([`check_readable`]).
+//!
+//! The formats so far (1 and 2 never carried the record; they are recognised by their
+//! tables and migrated by [`create_tables`]):
+//!
+//! 1. `kv`, `namespaces`, `expiry`: listed in name order.
+//! 2. 1 plus `namespace_order`, `key_order`, `meta`: one store-wide sequence beside the data.
+//! 3. `kv_v2`, `namespaces_v2`, `expiry`, `counters` (this module's tables), the
+//!    idempotency tables (`kv::idempotency`) and [`FORMAT`]. Files of this layout written
+//!    before the record existed get it when they are first opened.
 
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
+};
 
 /// (namespace, key) → (expires_at ms since epoch, 0 = never; the key's sequence number in
 /// its namespace; value).
@@ -34,6 +57,85 @@ pub const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters"
 
 /// In [`COUNTERS`]: the sequence number the next new namespace gets (1 when absent).
 pub const NEXT_NAMESPACE_SEQ: &str = "next_namespace_seq";
+
+/// The format record: [`FORMAT_VERSION_KEY`] and [`OLDEST_READER_KEY`] → number.
+pub const FORMAT: TableDefinition<&str, u64> = TableDefinition::new("store_format");
+
+/// In [`FORMAT`]: the format the file was written in.
+pub const FORMAT_VERSION_KEY: &str = "format_version";
+
+/// In [`FORMAT`]: the oldest format a release must read to open the file.
+pub const OLDEST_READER_KEY: &str = "oldest_reader_version";
+
+/// The format this release reads and writes.
+pub const FORMAT_VERSION: u64 = 3;
+
+/// The oldest format a release must read to open a file this release wrote.
+pub const OLDEST_READER: u64 = 3;
+
+/// What a file's [`FORMAT`] record says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FormatRecord {
+    pub format_version: u64,
+    pub oldest_reader: u64,
+}
+
+/// Why the tables could not be prepared.
+#[derive(Debug)]
+pub enum SchemaError {
+    /// The file needs a newer release to be read; nothing in it was changed.
+    TooNew(FormatRecord),
+    Other(String),
+}
+
+impl From<String> for SchemaError {
+    fn from(message: String) -> Self {
+        SchemaError::Other(message)
+    }
+}
+
+/// Refuses a file whose format record asks for a newer reader than this release.
+fn refuse_too_new(record: Option<FormatRecord>) -> Result<(), SchemaError> {
+    match record {
+        Some(record) if record.oldest_reader > FORMAT_VERSION => Err(SchemaError::TooNew(record)),
+        _ => Ok(()),
+    }
+}
+
+/// Reads the format record of an existing file without opening it for writing (which
+/// would already change bytes in its header), and refuses one that needs a newer reader.
+/// A file redb cannot open read-only (locked by another process, or left unclean by a
+/// crash and so needing redb's recovery first) is let through: [`create_tables`] checks
+/// the same record again before it writes anything.
+pub fn check_readable(path: &std::path::Path) -> Result<(), SchemaError> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let Ok(db) = Database::builder().open_read_only(path) else {
+        return Ok(());
+    };
+    let Ok(txn) = db.begin_read() else {
+        return Ok(());
+    };
+    let record = match txn.open_table(FORMAT) {
+        Ok(table) => read_record(&table).map_err(to_text)?,
+        Err(_) => None,
+    };
+    refuse_too_new(record)
+}
+
+/// The record in an open [`FORMAT`] table; `None` when it has none.
+fn read_record(
+    table: &impl ReadableTable<&'static str, u64>,
+) -> Result<Option<FormatRecord>, redb::Error> {
+    let format_version = table.get(FORMAT_VERSION_KEY)?.map(|g| g.value());
+    let oldest_reader = table.get(OLDEST_READER_KEY)?.map(|g| g.value());
+    Ok(format_version.map(|format_version| FormatRecord {
+        format_version,
+        // A record without the second number asks for its own format.
+        oldest_reader: oldest_reader.unwrap_or(format_version),
+    }))
+}
 
 /// The layouts of earlier versions, read once by [`create_tables`] and then deleted.
 /// Before listing order was kept only `kv`, `namespaces` and `expiry` existed, and entries
@@ -62,8 +164,26 @@ mod earlier {
 ///
 /// Refuses, changing nothing, a database holding entries in both layouts: an older version
 /// wrote to it after this one had migrated it, and neither set of entries may be dropped.
-pub fn create_tables(db: &Database) -> Result<(), String> {
+/// Refuses, changing nothing, a file whose format record asks for a newer reader; records
+/// this release's format in a file without one (in the same transaction), and keeps the
+/// record of a file a newer, compatible release wrote.
+pub fn create_tables(db: &Database) -> Result<(), SchemaError> {
     let txn = db.begin_write().map_err(to_text)?;
+    let had_record = {
+        let mut format = txn.open_table(FORMAT).map_err(to_text)?;
+        let record = read_record(&format).map_err(to_text)?;
+        // Returning drops the transaction uncommitted: nothing is written.
+        refuse_too_new(record)?;
+        if record.is_none_or(|r| r.format_version < FORMAT_VERSION) {
+            format
+                .insert(FORMAT_VERSION_KEY, FORMAT_VERSION)
+                .map_err(to_text)?;
+            format
+                .insert(OLDEST_READER_KEY, OLDEST_READER)
+                .map_err(to_text)?;
+        }
+        record
+    };
     let old_tables: Vec<String> = txn
         .list_tables()
         .map_err(to_text)?
@@ -83,13 +203,13 @@ pub fn create_tables(db: &Database) -> Result<(), String> {
             };
             let new_entries = kv.len().map_err(to_text)? + namespaces.len().map_err(to_text)?;
             if old_entries > 0 && new_entries > 0 {
-                return Err(format!(
+                return Err(SchemaError::Other(format!(
                     "it holds entries in two layouts: {old_entries} in tables `kv` and \
                      `namespaces`, written by an older butler-edge after this version had \
                      migrated the file, and {new_entries} in the current tables. Nothing was \
                      changed. Run the older version to read out what it wrote, or move the file \
                      aside"
-                ));
+                )));
             }
             // Old tables without entries (an older version opened the file and wrote
             // nothing) are only deleted.
@@ -127,6 +247,28 @@ pub fn create_tables(db: &Database) -> Result<(), String> {
              listed after them"
         ),
         None => {}
+    }
+    match had_record {
+        None => tracing::info!(
+            format_version = FORMAT_VERSION,
+            oldest_reader_version = OLDEST_READER,
+            "key-value database format version recorded (the file had none: new, or written \
+             before format versions were kept)"
+        ),
+        Some(r) if r.format_version > FORMAT_VERSION => tracing::info!(
+            format_version = r.format_version,
+            oldest_reader_version = r.oldest_reader,
+            this_release = FORMAT_VERSION,
+            "key-value database written by a newer release in a format this release may \
+             read; its format record is kept as it is"
+        ),
+        Some(r) if r.format_version < FORMAT_VERSION => tracing::info!(
+            from = r.format_version,
+            format_version = FORMAT_VERSION,
+            oldest_reader_version = OLDEST_READER,
+            "key-value database format version raised"
+        ),
+        Some(_) => {}
     }
     Ok(())
 }

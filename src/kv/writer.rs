@@ -147,6 +147,8 @@ enum Message {
 
 pub struct Handle {
     sender: std::sync::Mutex<Option<mpsc::Sender<Message>>>,
+    /// Held by a restore for its whole write transaction (see [`Handle::hold_writes`]).
+    restore_gate: Arc<std::sync::Mutex<()>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     pub stats: Arc<WriterStats>,
 }
@@ -155,12 +157,15 @@ pub fn spawn(db: Arc<DbSlot>, quotas: Quotas, sweeper: Sweeper) -> Result<Handle
     let (sender, receiver) = mpsc::channel();
     let stats = Arc::new(WriterStats::default());
     let thread_stats = stats.clone();
+    let restore_gate = Arc::new(std::sync::Mutex::new(()));
+    let gate = restore_gate.clone();
     let thread = std::thread::Builder::new()
         .name("kv-writer".into())
-        .spawn(move || run(&db, receiver, quotas, &sweeper, &thread_stats))
+        .spawn(move || run(&db, receiver, quotas, &sweeper, &thread_stats, &gate))
         .map_err(|e| StoreError::Db(format!("cannot start the writer thread: {e}")))?;
     Ok(Handle {
         sender: std::sync::Mutex::new(Some(sender)),
+        restore_gate,
         thread: Mutex::new(Some(thread)),
         stats,
     })
@@ -191,6 +196,16 @@ impl Handle {
         sent && matches!(tokio::time::timeout(within, answer).await, Ok(Ok(())))
     }
 
+    /// Keeps the writer thread out of redb until the guard is dropped, waiting for a commit
+    /// under way: a restore holds it for its one long write transaction. Meanwhile the
+    /// thread answers writes with [`StoreError::Restoring`] rather than waiting inside
+    /// `begin_write` for minutes, so it keeps answering the watchdog's pings. Blocking.
+    pub fn hold_writes(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.restore_gate
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Lets the thread finish what is queued, then waits for it to exit.
     pub async fn close(&self) {
         if let Ok(mut guard) = self.sender.lock() {
@@ -208,6 +223,7 @@ fn run(
     quotas: Quotas,
     sweeper: &Sweeper,
     stats: &WriterStats,
+    restore_gate: &std::sync::Mutex<()>,
 ) {
     // A request that would have made the last batch too big starts the next one.
     let mut held: Option<Message> = None;
@@ -249,6 +265,16 @@ fn run(
                 _ => None,
             })
             .min();
+        let _not_restoring = match restore_gate.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                for (_, reply) in requests {
+                    let _ = reply.send(Err(StoreError::Restoring));
+                }
+                continue;
+            }
+        };
         match commit_batch(db, &requests, quotas, stats) {
             Ok(outcomes) => {
                 stats.commits.fetch_add(1, Ordering::Relaxed);

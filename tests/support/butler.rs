@@ -92,6 +92,24 @@ impl Butler {
         self.delete(&format!("/v4/keyvalues/{namespace}"))
     }
 
+    /// `GET /v4/admin/store`: the response as it arrives, for a test that reads the
+    /// streamed export itself.
+    pub fn store_export(&self) -> reqwest::blocking::Response {
+        self.http.get(self.url("/v4/admin/store")).send().unwrap()
+    }
+
+    /// `PUT /v4/admin/store{query}` with an export (`query` is `""` or `"?replace=true"`).
+    pub fn store_restore(&self, query: &str, export: impl Into<Vec<u8>>) -> (u16, Value) {
+        json_of(
+            self.http
+                .put(self.url(&format!("/v4/admin/store{query}")))
+                .header("Content-Type", "application/x-ndjson")
+                .body(export.into())
+                .send()
+                .unwrap(),
+        )
+    }
+
     /// `PUT /v4/reloadtask/{task}/start{query}` with `body` (empty for none).
     pub fn start(&self, task: &str, query: &str, body: &str) -> (u16, Value) {
         json_of(

@@ -9,6 +9,7 @@ pub mod in_process;
 pub mod pki;
 pub mod raw;
 pub mod server;
+pub mod store_file;
 pub mod tls_client;
 
 /// Skips a test that cannot run on this machine, loudly; under `CI` (set by `.ci/run`'s
