@@ -5,7 +5,8 @@
 //!
 //! 0. `clock` — the wall clock in stored units, and whether NTP has set it (`clock::sync`)
 //! 1. `pki` (the one PEM/CRL reader), `disk` (free space, `DiskLow`), `privileges`,
-//!    `systemd` (READY/WATCHDOG, liveness probes handed in)
+//!    `systemd` (READY/WATCHDOG, liveness probes handed in), `update` (the A/B update handoff
+//!    files, RAUC's CLI, confirm-boot's decisions)
 //! 2. `kv` (the durable store), `qrs` (the QRS client)
 //! 3. `tasks` (the start-task service: idempotency, disk checks, planning and execution)
 //! 4. `authz` (endpoint groups, permissions, `Denied`, API token digests and `clientAuth.mode`)
@@ -36,3 +37,4 @@ pub mod qrs;
 pub mod security;
 pub mod systemd;
 pub mod tasks;
+pub mod update;

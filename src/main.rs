@@ -55,6 +55,12 @@ enum Command {
     Token(TokenCommand),
     /// Hand the first-boot admin bundle out once, for a one-time code shown on the console.
     Enrol(butler_edge::appliance::enrol::EnrolArgs),
+    /// Install the update bundle the service or the medium handed over (root, A/B appliance
+    /// unit butler-edge-update.service): RAUC installs it, the answer goes to result.json.
+    InstallUpdate(butler_edge::appliance::install_update::InstallUpdateArgs),
+    /// Keep the slot just booted once butler-edge is healthy, or give up a failed trial and
+    /// reboot into the previous slot (A/B appliance unit butler-edge-confirm-boot.service).
+    ConfirmBoot(butler_edge::appliance::confirm_boot::ConfirmBootArgs),
 }
 
 #[derive(Subcommand)]
@@ -96,6 +102,24 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_FAILURE)
             }
         },
+        Some(Command::InstallUpdate(args)) => {
+            match butler_edge::appliance::install_update::run(&args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("butler-edge install-update: {e}");
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            }
+        }
+        Some(Command::ConfirmBoot(args)) => {
+            match butler_edge::appliance::confirm_boot::run(&args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("butler-edge confirm-boot: {e}");
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            }
+        }
         Some(Command::Token(TokenCommand::New { name })) => token_new(&name),
         None => serve(cli.config, cli.data_dir, cli.user),
     }

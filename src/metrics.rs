@@ -61,6 +61,8 @@ pub struct Sources {
     pub disk_guard: Option<Arc<DiskGuard>>,
     /// Whether start-task is served (its counters are reported only then).
     pub start_task: bool,
+    /// Where the appliance's version and slot are read (reported on an A/B appliance only).
+    pub appliance: Option<crate::update::ApplianceFiles>,
 }
 
 /// An HTTP status code as a label value.
@@ -158,6 +160,7 @@ impl Metrics {
             connections: connections.clone(),
             store: sources.store,
             disk_guard: sources.disk_guard,
+            appliance: sources.appliance,
         }));
         Metrics {
             registry,
@@ -225,6 +228,7 @@ struct Scraped {
     connections: Arc<ConnectionStats>,
     store: Option<Store>,
     disk_guard: Option<Arc<DiskGuard>>,
+    appliance: Option<crate::update::ApplianceFiles>,
 }
 
 impl std::fmt::Debug for Scraped {
@@ -293,6 +297,9 @@ impl Collector for Scraped {
             )?;
         }
         self.encode_connections(e)?;
+        if let Some(files) = &self.appliance {
+            encode_appliance(e, files)?;
+        }
         if let Some(store) = &self.store {
             encode_store(e, store)?;
         }
@@ -324,6 +331,37 @@ impl Collector for Scraped {
         }
         Ok(())
     }
+}
+
+/// `butler_edge_appliance_info{version,slot} 1` and whether the last update was rolled back,
+/// from the slots report (nothing on a plain package install).
+fn encode_appliance(
+    e: &mut DescriptorEncoder,
+    files: &crate::update::ApplianceFiles,
+) -> Result<(), std::fmt::Error> {
+    use crate::update::ApplianceView;
+    let (version, slot, rolled_back) = match files.view() {
+        ApplianceView::Plain => return Ok(()),
+        ApplianceView::NoReport { version } => (version, "unknown".to_string(), false),
+        ApplianceView::Slots { version, report } => {
+            (version, report.booted.slot, report.rollback.is_some())
+        }
+    };
+    let version = version.unwrap_or_else(|| "unknown".into());
+    let mut info = e.encode_descriptor(
+        "butler_edge_appliance_info",
+        "The appliance image's version (os-release IMAGE_VERSION) and the slot it runs from.",
+        None,
+        prometheus_client::metrics::MetricType::Gauge,
+    )?;
+    ConstGauge::new(1u64)
+        .encode(info.encode_family(&[("version", version.as_str()), ("slot", slot.as_str())])?)?;
+    gauge(
+        e,
+        "butler_edge_appliance_update_rolled_back",
+        "1 when the last update failed its trial boot and the appliance went back to the previous slot.",
+        u64::from(rolled_back),
+    )
 }
 
 impl Scraped {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 /// `src/lib.rs` and the README's "Architecture".
 const LAYERS: &[&[&str]] = &[
     &["clock"],
-    &["pki", "disk", "privileges", "systemd"],
+    &["pki", "disk", "privileges", "systemd", "update"],
     &["kv", "qrs"],
     &["tasks"],
     &["authz"],

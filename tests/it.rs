@@ -23,6 +23,9 @@
 //! - `butler-edge provision` (the provisioning medium) → `provision`; the appliance console
 //!   and the one-time enrolment → `appliance_console` (the appliance image itself is booted by
 //!   `image/test`)
+//! - A/B updates: `install-update` against the real RAUC, `PUT /v4/admin/update` → `update`
+//!   (confirm-boot's decisions are unit tests in `src/update/trial.rs`; booting the slots is
+//!   image/update-test's, in qemu)
 //! - input parsers that must never panic → `properties`
 //! - the layer table and import cycles → `architecture`
 //! - faults (a full disk, hostile clients, crash loops, resource exhaustion) → `tests/fault.rs`
@@ -80,3 +83,5 @@ mod store_format;
 mod systemd_unit;
 #[path = "tls.rs"]
 mod tls;
+#[path = "update.rs"]
+mod update;

@@ -2,7 +2,8 @@
 //! root file system (`--root`), a directory for the mounted provisioning medium. A good medium
 //! is applied as a new generation (config, Sense's certificates, callers' CA, static network,
 //! NTP, host name); each kind of bad medium is refused with a message naming the file, the key
-//! and what was expected, and leaves every file under the root exactly as it was.
+//! and what was expected, and leaves every file under the root exactly as it was. An
+//! `update.raucb` on the medium is handed to the update installer, once per bundle.
 
 use crate::support;
 
@@ -447,4 +448,82 @@ fn no_medium_is_recorded_and_changes_nothing() {
     assert!(out.contains("no provisioning medium"), "{out}");
     assert_eq!(appliance.tree(), before);
     assert_eq!(appliance.record()["outcome"], "no medium");
+}
+
+/// An A/B appliance: RAUC's config exists.
+fn with_rauc(appliance: &Appliance) {
+    fs::create_dir_all(appliance.path("etc/rauc")).unwrap();
+    fs::write(
+        appliance.path("etc/rauc/system.conf"),
+        "[system]\ncompatible=butler-edge\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn an_update_bundle_on_the_medium_is_handed_to_the_installer_once() {
+    let appliance = Appliance::new();
+    with_rauc(&appliance);
+    let medium = tempfile::tempdir().unwrap();
+    let bundle = b"a RAUC bundle (RAUC checks its signature when it installs)".repeat(100);
+    fs::write(medium.path().join("update.raucb"), &bundle).unwrap();
+    let (code, out) = appliance.provision(Some(medium.path()));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("handed to the installer"), "{out}");
+    let update = appliance.path("var/lib/butler-edge/update");
+    assert_eq!(fs::read(update.join("bundle.raucb")).unwrap(), bundle);
+    let request: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(update.join("request.json")).unwrap()).unwrap();
+    assert_eq!(request["source"], "medium");
+    assert_eq!(request["reboot"], true);
+    assert_eq!(request["sha256"], support::sha256_hex(&bundle));
+    let record = appliance.record();
+    assert_eq!(record["outcome"], "update only");
+    assert!(
+        record["update"].as_str().unwrap().contains("handed"),
+        "{record}"
+    );
+
+    // Installed (and kept or rolled back): the same medium at the next boot installs nothing.
+    fs::remove_file(update.join("request.json")).unwrap();
+    fs::remove_file(update.join("bundle.raucb")).unwrap();
+    fs::write(
+        update.join("installed-sha256.json"),
+        serde_json::json!({"sha256": [support::sha256_hex(&bundle)]}).to_string(),
+    )
+    .unwrap();
+    let (code, out) = appliance.provision(Some(medium.path()));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("was installed before; not installed again"),
+        "{out}"
+    );
+    assert!(!update.join("request.json").exists());
+    assert!(!update.join("bundle.raucb").exists());
+}
+
+#[test]
+fn an_update_bundle_is_not_handed_over_with_a_refused_medium_or_without_rauc() {
+    let appliance = Appliance::new();
+    with_rauc(&appliance);
+    let medium = tempfile::tempdir().unwrap();
+    fs::write(medium.path().join("update.raucb"), b"bundle").unwrap();
+    fs::write(
+        medium.path().join("butler-edge.yaml"),
+        "Butler: [not, a, mapping]\n",
+    )
+    .unwrap();
+    let before = appliance.tree();
+    let (code, out) = appliance.provision(Some(medium.path()));
+    assert_ne!(code, 0, "{out}");
+    assert_eq!(appliance.tree(), before, "a refused medium changes nothing");
+
+    // A plain package install: the bundle is ignored, and says so.
+    let plain = Appliance::new();
+    fs::remove_file(medium.path().join("butler-edge.yaml")).unwrap();
+    let before = plain.tree();
+    let (code, out) = plain.provision(Some(medium.path()));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("updates need the A/B appliance"), "{out}");
+    assert_eq!(plain.tree(), before);
 }

@@ -56,6 +56,7 @@ pub fn report(state: &AppState) -> (StatusCode, Value) {
             "certificates": certificates,
             "clock": clock,
         },
+        "appliance": appliance_section(state),
     });
     let code = if verdict == Verdict::Failed {
         StatusCode::SERVICE_UNAVAILABLE
@@ -63,6 +64,46 @@ pub fn report(state: &AppState) -> (StatusCode, Value) {
         StatusCode::OK
     };
     (code, body)
+}
+
+/// The appliance's version, slots, last update and any rollback, from the slots report
+/// confirm-boot writes. Information, not a check: it never changes the status (a rolled-back
+/// update leaves a working appliance, and confirm-boot reads this status to decide).
+fn appliance_section(state: &AppState) -> Value {
+    use crate::update::ApplianceView;
+    match state.config.update.appliance_files().view() {
+        ApplianceView::Plain => json!({
+            "status": "not an A/B appliance",
+            "message": "a plain package install (no RAUC config): update it with the package \
+                        manager; PUT /v4/admin/update needs the appliance image",
+        }),
+        ApplianceView::NoReport { version } => json!({
+            "status": "unknown",
+            "version": version,
+            "message": "no slots report yet (butler-edge-confirm-boot.service writes it at boot)",
+        }),
+        ApplianceView::Slots { version, report } => {
+            let status = if report.trial {
+                "trial"
+            } else if report.rollback.is_some() {
+                "rolled back"
+            } else {
+                "ok"
+            };
+            json!({
+                "status": status,
+                "version": version,
+                "slot": report.booted.slot,
+                "nextBoot": report.next_boot,
+                "slots": report.slots,
+                "lastUpdate": report.last_update.map(|u| json!({
+                    "version": u.installed.version, "slot": u.installed.slot,
+                    "from": u.from, "state": u.state, "at": u.at,
+                })),
+                "rollback": report.rollback,
+            })
+        }
+    }
 }
 
 /// Whether NTP has set the clock TTLs and certificate checks run on: not yet is `degraded`.

@@ -14,3 +14,4 @@ pub mod route;
 pub mod router;
 pub mod start_task;
 pub mod state;
+pub mod update;

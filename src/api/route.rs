@@ -28,6 +28,7 @@ pub enum Route<'a> {
     Metrics,
     AdminStoreExport,
     AdminStoreRestore,
+    AdminUpdate,
 }
 
 impl<'a> Route<'a> {
@@ -56,6 +57,7 @@ impl<'a> Route<'a> {
             (&Method::GET, ["metrics"]) => Route::Metrics,
             (&Method::GET, ["v4", "admin", "store"]) => Route::AdminStoreExport,
             (&Method::PUT, ["v4", "admin", "store"]) => Route::AdminStoreRestore,
+            (&Method::PUT, ["v4", "admin", "update"]) => Route::AdminUpdate,
             _ => return None,
         };
         Some(route)
@@ -81,6 +83,7 @@ impl<'a> Route<'a> {
             Route::Metrics => ("metrics", G::Metrics),
             Route::AdminStoreExport => ("adminStoreExport", G::Admin),
             Route::AdminStoreRestore => ("adminStoreRestore", G::Admin),
+            Route::AdminUpdate => ("adminUpdate", G::Admin),
         }
     }
 
@@ -122,7 +125,8 @@ impl<'a> Route<'a> {
             | Route::Health
             | Route::Metrics
             | Route::AdminStoreExport
-            | Route::AdminStoreRestore => None,
+            | Route::AdminStoreRestore
+            | Route::AdminUpdate => None,
         }
     }
 }

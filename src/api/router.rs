@@ -179,6 +179,7 @@ async fn dispatch(
         Route::AdminStoreRestore => {
             api::admin_store::restore(state, kv_store(state)?, &query, body).await?
         }
+        Route::AdminUpdate => api::update::put(state, access, &parts.headers, &query, body).await?,
     };
     Ok(response)
 }

@@ -1,6 +1,7 @@
 //! What every request handler can reach: the parsed configuration and the
 //! services built from it. Built once at start-up.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::Config;
@@ -22,4 +23,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The memory all request bodies together may hold.
     pub body_budget: BodyBudget,
+    /// Where update bundles and the installer's handoff files go (`<data dir>/update`).
+    pub update_dir: PathBuf,
+    /// Held while an update is received and installed: one at a time.
+    pub update_lock: tokio::sync::Mutex<()>,
 }

@@ -254,6 +254,7 @@ async fn build_state(
         store: served_store.clone(),
         disk_guard: disk_guard.clone(),
         start_task: start_task.is_some(),
+        appliance: Some(config.update.appliance_files()),
     }));
     let state = Arc::new(AppState {
         config: config.clone(),
@@ -262,6 +263,8 @@ async fn build_state(
         disk_guard,
         metrics,
         body_budget: BodyBudget::new(&config.edge.limits),
+        update_dir: crate::update::handoff::UpdateDir::in_data_dir(data_dir).dir,
+        update_lock: tokio::sync::Mutex::new(()),
     });
     Ok((state, store))
 }

@@ -52,6 +52,15 @@ pub struct ConsoleArgs {
     /// The root under which the provisioning record is kept.
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
+    /// RAUC's system config (its presence makes this an A/B appliance).
+    #[arg(long, value_name = "FILE", default_value = crate::update::rauc::SYSTEM_CONF)]
+    pub rauc_conf: PathBuf,
+    /// The slots report confirm-boot writes.
+    #[arg(long, value_name = "FILE", default_value = crate::update::record::SLOTS_FILE)]
+    pub slots_file: PathBuf,
+    /// The running root's os-release (IMAGE_VERSION).
+    #[arg(long, value_name = "FILE", default_value = crate::update::OS_RELEASE)]
+    pub os_release: PathBuf,
     /// Seconds between refreshes.
     #[arg(long, default_value_t = 5)]
     pub interval: u64,
@@ -102,6 +111,11 @@ pub fn render(args: &ConsoleArgs) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{BEGIN}");
     out.push_str(&machine_lines(&hostname, &addresses));
+    out.push_str(&system_lines(&crate::update::ApplianceFiles {
+        rauc_conf: args.rauc_conf.clone(),
+        slots_file: args.slots_file.clone(),
+        os_release: args.os_release.clone(),
+    }));
     out.push_str(&api_line(&config, &addresses, &hostname));
     out.push_str(&ca_lines(&config, &args.pki_dir));
     out.push_str(&health_lines(&args.health));
@@ -133,6 +147,61 @@ fn machine_lines(hostname: &str, addresses: &[IpAddr]) -> String {
                 .join(", ")
         }
     );
+    out
+}
+
+/// The image version and slot running, what boots next, an update on trial, and a rollback
+/// with its reason (it stays on screen until the next update).
+fn system_lines(files: &crate::update::ApplianceFiles) -> String {
+    use crate::update::ApplianceView;
+    let mut out = String::new();
+    let text = |v: &Option<String>| v.clone().unwrap_or_else(|| "unknown".into());
+    match files.view() {
+        ApplianceView::Plain => {
+            let _ = writeln!(
+                out,
+                "system:       not an A/B appliance (package install; no {})",
+                files.rauc_conf.display()
+            );
+        }
+        ApplianceView::NoReport { version } => {
+            let _ = writeln!(
+                out,
+                "system:       image {} (slot not known yet: boot confirmation pending)",
+                text(&version)
+            );
+        }
+        ApplianceView::Slots { version, report } => {
+            let next = report
+                .next_boot
+                .as_ref()
+                .map(|n| format!("{} ({})", n.slot, text(&n.version)))
+                .unwrap_or_else(|| "unknown".into());
+            let _ = writeln!(
+                out,
+                "system:       image {} on slot {}{}; next boot: slot {next}",
+                text(&version),
+                report.booted.slot,
+                if report.trial {
+                    " (TRIAL: kept once butler-edge is healthy)"
+                } else {
+                    ""
+                }
+            );
+            if let Some(rollback) = &report.rollback {
+                let _ = writeln!(
+                    out,
+                    "  UPDATE ROLLED BACK: {} (slot {}) failed; back on {} (slot {}) since {}",
+                    text(&rollback.from.version),
+                    rollback.from.slot,
+                    text(&rollback.to.version),
+                    rollback.to.slot,
+                    rollback.at
+                );
+                let _ = writeln!(out, "  why: {}", rollback.reason);
+            }
+        }
+    }
     out
 }
 
@@ -289,6 +358,9 @@ fn provisioning_lines(root: &Path) -> String {
                     .map(|g| format!(", generation {g}"))
                     .unwrap_or_default()
             );
+            if let Some(update) = &record.update {
+                let _ = writeln!(out, "  update: {update}");
+            }
             if !record.problems.is_empty() {
                 let _ = writeln!(
                     out,

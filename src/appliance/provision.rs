@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::medium_update::MEDIUM_BUNDLE;
 use super::network::{self, MachineSettings};
 use crate::config::Config;
 
@@ -89,6 +90,9 @@ pub struct Record {
     /// Why the medium was refused, one problem a line.
     #[serde(default)]
     pub problems: Vec<String>,
+    /// What became of the medium's update bundle (`update.raucb`), if it has one.
+    #[serde(default)]
+    pub update: Option<String>,
 }
 
 impl Record {
@@ -178,6 +182,7 @@ pub fn run(args: &ProvisionArgs) -> Result<Record, ProvisionError> {
         generation: current_generation(&paths),
         files: Vec::new(),
         problems: Vec::new(),
+        update: None,
     };
     let outcome = match result {
         Ok(applied) => {
@@ -196,6 +201,15 @@ pub fn run(args: &ProvisionArgs) -> Result<Record, ProvisionError> {
             Err(e)
         }
     };
+    // The bundle only after the rest of the medium passed its checks.
+    if let Some(medium) = &args.medium
+        && outcome.is_ok()
+        && medium.join(MEDIUM_BUNDLE).is_file()
+    {
+        let said = super::medium_update::hand_over(&paths.root, medium);
+        println!("butler-edge provision: {said}");
+        record.update = Some(said);
+    }
     let name = medium_name.as_deref().unwrap_or("(none)");
     match record.outcome.as_str() {
         "applied" => println!(
@@ -206,6 +220,9 @@ pub fn run(args: &ProvisionArgs) -> Result<Record, ProvisionError> {
         "unchanged" => println!(
             "butler-edge provision: the medium {name} is the one already applied (generation {}); nothing to do",
             record.generation.as_deref().unwrap_or("?")
+        ),
+        "update only" => println!(
+            "butler-edge provision: the medium {name} brings an update bundle and no configuration; the current configuration stays"
         ),
         "no medium" => println!(
             "butler-edge provision: no provisioning medium (a volume labelled {MEDIUM_LABEL}); the current configuration stays"
@@ -249,6 +266,12 @@ impl From<ProvisionError> for Refusal {
 
 fn apply_medium(paths: &Paths, medium: &Path) -> Result<Applied, Refusal> {
     let files = read_medium(medium)?;
+    if files.is_empty() && medium.join(MEDIUM_BUNDLE).is_file() {
+        return Ok(Applied {
+            outcome: "update only",
+            files: Vec::new(),
+        });
+    }
     if files.is_empty() {
         return Err(Refusal::Problems(vec![format!(
             "the medium holds none of the files butler-edge reads ({}); see the README's \
@@ -332,6 +355,8 @@ fn read_medium(medium: &Path) -> Result<BTreeMap<String, Vec<u8>>, Refusal> {
             read_one(&path, &name, "config.yaml", &mut files, &mut problems);
         } else if name == network::FILE {
             read_one(&path, &name, network::FILE, &mut files, &mut problems);
+        } else if name == MEDIUM_BUNDLE && path.is_file() {
+            // Not configuration: handed to the installer by `medium_update` afterwards.
         } else {
             problems.push(format!(
                 "{name}: unexpected file on the medium; expected only {}",
@@ -401,7 +426,7 @@ fn allowed_in_text(dir: &str) -> &'static str {
 
 fn allowed_files_text() -> String {
     format!(
-        "{MEDIUM_CONFIG}, {}, qrs/ (client.pem, client_key.pem, root.pem), callers/ (*.pem, *.crt, *.crl), tls/ (*.pem, *.crt, *.key)",
+        "{MEDIUM_CONFIG}, {}, {MEDIUM_BUNDLE} (an update bundle), qrs/ (client.pem, client_key.pem, root.pem), callers/ (*.pem, *.crt, *.crl), tls/ (*.pem, *.crt, *.key)",
         network::FILE
     )
 }

@@ -9,6 +9,7 @@ mod client_auth;
 mod features;
 mod reader;
 mod start_task;
+mod update;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,6 +18,7 @@ pub use client_auth::{ClientAuthConfig, TlsConfig};
 pub use features::{Features, KvMode, StartTaskMode};
 pub use reader::{ConfigError, Reader, describe};
 pub use start_task::StartTaskConfig;
+pub use update::UpdateConfig;
 
 /// The configuration used when `--config` is not given.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../default-config.yaml");
@@ -38,6 +40,8 @@ pub struct Config {
     pub features: Features,
     /// Caller certificates and per-client permissions (`ButlerEdge.clientAuth`).
     pub client_auth: ClientAuthConfig,
+    /// A/B updates over the API (`ButlerEdge.update`).
+    pub update: UpdateConfig,
     /// Keys present in the file that butler-edge does not use.
     pub ignored_keys: Vec<String>,
 }
@@ -254,6 +258,7 @@ impl Config {
         );
         let client_auth = client_auth::parse_client_auth(&r, &rest.tls)?;
         admin_needs_client_auth(&edge, &client_auth)?;
+        let update = update::parse(&r)?;
         let ignored_keys = r.unread_paths();
         Ok(Config {
             origin: origin.to_string(),
@@ -266,6 +271,7 @@ impl Config {
             start_task,
             features,
             client_auth,
+            update,
             ignored_keys,
         })
     }

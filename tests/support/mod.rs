@@ -7,6 +7,7 @@ pub mod butler;
 pub mod fake_qrs;
 pub mod in_process;
 pub mod pki;
+pub mod rauc;
 pub mod raw;
 pub mod server;
 pub mod store_file;
@@ -29,4 +30,13 @@ pub fn alone() -> std::sync::MutexGuard<'static, ()> {
     ALONE
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// SHA-256 of `bytes`, lower-case hex (as the update files record bundles).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
