@@ -77,20 +77,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),
-        Some(Command::Init(args)) => match butler_edge::init::run(&args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("butler-edge init: {e}");
-                ExitCode::from(EXIT_FAILURE)
-            }
-        },
-        Some(Command::Provision(args)) => match butler_edge::appliance::provision::run(&args) {
-            Ok(_) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("butler-edge provision: {e}");
-                ExitCode::from(EXIT_FAILURE)
-            }
-        },
+        Some(Command::Init(args)) => exit("init", butler_edge::init::run(&args)),
+        Some(Command::Provision(args)) => exit(
+            "provision",
+            butler_edge::appliance::provision::run(&args).map(drop),
+        ),
         Some(Command::Console(args)) => {
             butler_edge::appliance::console::run(&args);
             ExitCode::SUCCESS
@@ -122,6 +113,17 @@ fn main() -> ExitCode {
         }
         Some(Command::Token(TokenCommand::New { name })) => token_new(&name),
         None => serve(cli.config, cli.data_dir, cli.user),
+    }
+}
+
+/// A subcommand's exit status: 0, or 1 with its error on stderr.
+fn exit<E: std::fmt::Display>(subcommand: &str, result: Result<(), E>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("butler-edge {subcommand}: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
     }
 }
 

@@ -91,12 +91,7 @@ fn config(sense: &SenseCerts, qrs_port: u16) -> String {
 
 fn site(mode: &str) -> Site {
     let dir = tempfile::tempdir().unwrap();
-    let server_ca = Ca::new("Server CA");
-    server_ca
-        .server_cert(&["localhost", "127.0.0.1"])
-        .write(dir.path(), "server");
-    let callers = Ca::new("Callers CA");
-    callers.write_cert(dir.path(), "callers-ca");
+    let (server_ca, callers) = support::pki::server_and_callers_cas(dir.path());
     let cert_reader = callers.issue(&CertSpec::client("cert-reader"));
     let sense = SenseCerts::new(&["localhost"], KeyKind::EcP256Pkcs8);
     let qrs = FakeQrs::start(

@@ -69,12 +69,7 @@ fn config(sense: &SenseCerts, qrs_port: u16, reader_endpoints: &str) -> String {
 
 fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let server_ca = Ca::new("Server CA");
-    server_ca
-        .server_cert(&["localhost", "127.0.0.1"])
-        .write(dir.path(), "server");
-    let callers = Ca::new("Callers CA");
-    callers.write_cert(dir.path(), "callers-ca");
+    let (server_ca, callers) = support::pki::server_and_callers_cas(dir.path());
     let reader = callers.issue(&CertSpec::client("reader"));
     let erp = callers.issue(&CertSpec::client("erp-gateway").names(&["spiffe://corp/erp"]));
     let ops = callers.issue(&CertSpec::client("Ops Operator").names(&["ops.corp.example"]));

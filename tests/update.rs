@@ -30,12 +30,41 @@ fn boot_id() -> String {
 }
 
 /// What the service would write: the bundle and a request for it.
-fn hand_over(update_dir: &Path, bundle: &Path, id: &str, boot: &str) {
+fn hand_over(update_dir: &Path, bundle: &Path, id: &str) {
     std::fs::create_dir_all(update_dir).unwrap();
     std::fs::copy(bundle, update_dir.join("bundle.raucb")).unwrap();
-    let request = json!({"id": id, "reboot": false, "source": "api", "sha256": "00ff",
-        "requestedBy": "test", "bootId": boot, "at": "2026-12-01T23:00:00Z"});
-    std::fs::write(update_dir.join("request.json"), request.to_string()).unwrap();
+    std::fs::write(update_dir.join("request.json"), request(id).to_string()).unwrap();
+}
+
+/// A trusted bundle of `version` installed through the real installer: the update directory.
+fn installed(rig: &Rig, version: &str) -> PathBuf {
+    let bundle = rig.bundle(
+        version,
+        version,
+        "butler-edge",
+        Signer::Trusted,
+        version.as_bytes(),
+    );
+    let update = rig.dir.path().join("update");
+    hand_over(&update, &bundle, &format!("req-{version}"));
+    let (ok, output) = rig.install_update(&update);
+    assert!(ok, "{output}");
+    update
+}
+
+fn request(id: &str) -> Value {
+    json!({"id": id, "reboot": false, "source": "api", "sha256": "00ff",
+        "requestedBy": "test", "at": "2026-12-01T23:00:00Z"})
+}
+
+/// One screen of `butler-edge console --once` with `args` (and no config).
+fn console_screen(args: &[&std::ffi::OsStr]) -> String {
+    let output = std::process::Command::new(support::server::BIN)
+        .args(["console", "--once", "--config", "/nonexistent"])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 fn read_json(path: &Path) -> Value {
@@ -51,7 +80,15 @@ fn install_update_installs_a_trusted_bundle_and_records_the_trial() {
     let image = b"root file system of version 2.0.0".repeat(1000);
     let bundle = rig.bundle("v2", "2.0.0", "butler-edge", Signer::Trusted, &image);
     let update = rig.dir.path().join("update");
-    hand_over(&update, &bundle, "req-1", &boot_id());
+    hand_over(&update, &bundle, "req-1");
+    // As the service leaves it: owned by its unprivileged user, mode 0600.
+    let bundle_file = update.join("bundle.raucb");
+    std::os::unix::fs::chown(&bundle_file, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(
+        &bundle_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let (ok, output) = rig.install_update(&update);
     assert!(ok, "{output}");
     let result = read_json(&update.join("result.json"));
@@ -107,7 +144,7 @@ fn install_update_refuses_a_foreign_or_damaged_bundle_and_changes_nothing() {
         ("damaged", &damaged, "signature verification failed"),
         ("other-product", &other_product, "Compatible mismatch"),
     ] {
-        hand_over(&update, bundle, id, &boot_id());
+        hand_over(&update, bundle, id);
         let (ok, output) = rig.install_update(&update);
         assert!(
             ok,
@@ -126,17 +163,32 @@ fn install_update_refuses_a_foreign_or_damaged_bundle_and_changes_nothing() {
         // The service reads and removes the answer.
         std::fs::remove_file(update.join("result.json")).unwrap();
     }
+    // An answer nobody collects (the medium's installs have no caller) is on the console.
+    hand_over(&update, &foreign, "from-the-medium");
+    assert!(rig.install_update(&update).0);
+    let screen = console_screen(&["--update-dir".as_ref(), update.as_os_str()]);
+    assert!(
+        screen.contains("last update NOT INSTALLED")
+            && screen.contains("signature verification failed"),
+        "{screen}"
+    );
 }
 
 #[test]
-fn a_request_left_from_an_earlier_boot_is_not_installed() {
-    let Some(rig) = Rig::new("a_request_left_from_an_earlier_boot") else {
+fn an_install_cut_off_by_a_restart_is_not_run_again() {
+    let Some(rig) = Rig::new("an_install_cut_off_by_a_restart") else {
         return;
     };
     let before = rig.grubenv();
     let bundle = rig.bundle("v2", "2.0.0", "butler-edge", Signer::Trusted, b"v2");
     let update = rig.dir.path().join("update");
-    hand_over(&update, &bundle, "req-old", "another-boot");
+    hand_over(&update, &bundle, "req-old");
+    // What an install that lost power leaves: its marker, beside the request.
+    std::fs::write(
+        update.join("installing.json"),
+        request("req-old").to_string(),
+    )
+    .unwrap();
     let (ok, output) = rig.install_update(&update);
     assert!(ok, "{output}");
     let result = read_json(&update.join("result.json"));
@@ -147,6 +199,7 @@ fn a_request_left_from_an_earlier_boot_is_not_installed() {
     );
     assert_eq!(rig.grubenv(), before);
     assert!(!update.join("request.json").exists() && !update.join("bundle.raucb").exists());
+    assert!(!update.join("installing.json").exists());
 }
 
 /// The service with the admin group on for `admin` (and not for `reader`), HTTPS with
@@ -161,12 +214,7 @@ struct Api {
 impl Api {
     fn start(rauc_conf: &Path, extra_update: &str, extra_endpoints: &str) -> Api {
         let dir = tempfile::tempdir().unwrap();
-        let server_ca = Ca::new("Server CA");
-        server_ca
-            .server_cert(&["localhost", "127.0.0.1"])
-            .write(dir.path(), "server");
-        let callers = Ca::new("Callers CA");
-        callers.write_cert(dir.path(), "callers-ca");
+        let (server_ca, callers) = support::pki::server_and_callers_cas(dir.path());
         let admin = callers.issue(&CertSpec::client("admin"));
         let reader = callers.issue(&CertSpec::client("reader"));
         let config = format!(
@@ -368,10 +416,28 @@ fn the_update_endpoint_refuses_what_it_cannot_take() {
     let (status, body) = api.put(&api.admin, "", small(), "application/octet-stream");
     support::butler::assert_butler_error(status, &body, 409, "already");
 
+    // No room for the bundle beside the space kept for the store: 507, nothing stored.
+    let full = Api::start(&rauc_conf, "  minFreeDiskBytes: 1000000000000000000\n", "");
+    let (status, body) = full.put(&full.admin, "", small(), "application/octet-stream");
+    support::butler::assert_butler_error(status, &body, 507, "minFreeDiskBytes");
+    assert!(!full.update_dir().join("bundle.raucb").exists());
+
     // A plain package install (no RAUC config): 503 saying so.
-    let plain = Api::start(&dir.path().join("absent.conf"), "", "");
+    let plain = Api::start(&dir.path().join("absent.conf"), "", "    health: true\n");
     let (status, body) = plain.put(&plain.admin, "", small(), "application/octet-stream");
     support::butler::assert_butler_error(status, &body, 503, "A/B appliance");
+    let health = plain
+        .client(&plain.admin)
+        .get(plain.server.https_url("/health"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(
+        health["appliance"]["status"], "not an A/B appliance",
+        "{health}"
+    );
 }
 
 /// Peak resident memory of a process (VmHWM), in bytes.
@@ -399,9 +465,11 @@ fn a_large_bundle_is_streamed_to_disk_not_held_in_memory() {
     let expected = support::sha256_hex(&data);
     let (status, body) = api.put(&api.admin, "", data.into(), "application/octet-stream");
     support::butler::assert_butler_error(status, &body, 504, "has not answered");
+    // Held in memory, the body alone would be SIZE; streamed, the growth is buffers and
+    // the allocator's (about 25 MB in a debug build).
     let grown = peak_rss(api.server.pid()).saturating_sub(before);
     assert!(
-        grown < (SIZE as u64) / 4,
+        grown < (SIZE as u64) / 2,
         "the service's peak memory grew by {grown} bytes for a {SIZE}-byte bundle"
     );
     let stored = api.update_dir().join("bundle.raucb");
@@ -425,10 +493,7 @@ fn a_trial_that_never_gets_healthy_is_given_up_and_reported_as_rolled_back() {
     let Some(mut rig) = Rig::new("a_trial_that_never_gets_healthy") else {
         return;
     };
-    let bundle = rig.bundle("v3", "3.0.0", "butler-edge", Signer::Trusted, b"v3");
-    let update = rig.dir.path().join("update");
-    hand_over(&update, &bundle, "req-3", &boot_id());
-    assert!(rig.install_update(&update).0);
+    let update = installed(&rig, "3.0.0");
     // GRUB starts B as a trial; butler-edge never becomes active there.
     as_if_rebooted(&update);
     rig.boot("B");
@@ -480,10 +545,7 @@ fn a_trial_that_never_reports_back_is_a_rollback_never_confirmed() {
     let Some(rig) = Rig::new("a_trial_that_never_reports_back") else {
         return;
     };
-    let bundle = rig.bundle("v2", "2.0.0", "butler-edge", Signer::Trusted, b"v2");
-    let update = rig.dir.path().join("update");
-    hand_over(&update, &bundle, "req-2", &boot_id());
-    assert!(rig.install_update(&update).0);
+    let update = installed(&rig, "2.0.0");
     // The same boot: no trial, no rollback.
     let (_, output) = rig.confirm_boot(&update, 1);
     assert!(!output.contains("ROLLED BACK"), "{output}");
@@ -505,10 +567,7 @@ fn health_metrics_and_console_name_the_version_slot_and_next_boot() {
     let Some(rig) = Rig::new("health_metrics_and_console_name_the_version") else {
         return;
     };
-    let bundle = rig.bundle("v2", "2.0.0", "butler-edge", Signer::Trusted, b"v2");
-    let update = rig.dir.path().join("update");
-    hand_over(&update, &bundle, "req-2", &boot_id());
-    assert!(rig.install_update(&update).0);
+    installed(&rig, "2.0.0");
     let api = Api::start(
         &rig.system_conf,
         &format!(
@@ -545,41 +604,23 @@ fn health_metrics_and_console_name_the_version_slot_and_next_boot() {
         metrics.contains("butler_edge_appliance_update_rolled_back 0"),
         "{metrics}"
     );
-    let output = std::process::Command::new(support::server::BIN)
-        .args([
-            "console",
-            "--once",
-            "--config",
-            "/nonexistent",
-            "--rauc-conf",
-        ])
-        .arg(&rig.system_conf)
-        .arg("--slots-file")
-        .arg(rig.slots_file())
-        .arg("--os-release")
-        .arg(rig.os_release())
-        .output()
-        .unwrap();
-    let screen = String::from_utf8_lossy(&output.stdout);
+    let (slots, os_release) = (rig.slots_file(), rig.os_release());
+    let screen = console_screen(&[
+        "--rauc-conf".as_ref(),
+        rig.system_conf.as_os_str(),
+        "--slots-file".as_ref(),
+        slots.as_os_str(),
+        "--os-release".as_ref(),
+        os_release.as_os_str(),
+    ]);
     assert!(
         screen.contains("system:       image 1.0.0 on slot A; next boot: slot B (2.0.0)"),
         "{screen}"
     );
-    // Without RAUC's config, /health and the console say it is no A/B appliance.
-    let output = std::process::Command::new(support::server::BIN)
-        .args([
-            "console",
-            "--once",
-            "--config",
-            "/nonexistent",
-            "--rauc-conf",
-            "/nonexistent",
-        ])
-        .output()
-        .unwrap();
+    // Without RAUC's config, the console says it is no A/B appliance.
+    let screen = console_screen(&["--rauc-conf".as_ref(), "/nonexistent".as_ref()]);
     assert!(
-        String::from_utf8_lossy(&output.stdout).contains("system:       not an A/B appliance"),
-        "{}",
-        String::from_utf8_lossy(&output.stdout)
+        screen.contains("system:       not an A/B appliance"),
+        "{screen}"
     );
 }

@@ -23,8 +23,10 @@ use crate::http::response::{ResponseBody, json};
 use crate::update::handoff::{
     Failure, Outcome, Request, Source, UpdateDir, hex, read_json, remove_if_present, write_json,
 };
-use crate::update::{boot_id, now_rfc3339};
+use crate::update::now_rfc3339;
 
+/// How many bytes of an upload between two looks at the free space.
+const SPACE_CHECK_EVERY: u64 = 16 << 20;
 /// How often the installer's answer is looked for.
 const POLL: Duration = Duration::from_millis(250);
 
@@ -80,7 +82,6 @@ pub async fn put(
         source: Source::Api,
         sha256,
         requested_by: access.name().to_string(),
-        boot_id: boot_id(),
         at: now_rfc3339(),
     };
     // A stale answer must not be taken for this request's.
@@ -164,8 +165,8 @@ fn too_large(limit: u64) -> ApiError {
     )
 }
 
-/// Enough room for the bundle and the space the free-disk guard keeps for the store: 507
-/// otherwise, like a key-value write.
+/// Enough room for the bundle (`length` more bytes) and the space the free-disk guard keeps
+/// for the store: 507 otherwise, like a key-value write.
 fn check_free_space(state: &AppState, dir: &Path, length: u64) -> Result<(), ApiError> {
     let keep = state.config.edge.min_free_disk_bytes;
     let free = crate::disk::available_bytes(dir).map_err(ApiError::internal)?;
@@ -232,6 +233,11 @@ async fn receive(state: &AppState, dir: &UpdateDir, body: Incoming) -> Result<St
         }
         digest.update(&data);
         file.write_all(&data).await.map_err(io)?;
+        // A body without Content-Length was only checked against the reserve: keep
+        // checking, so an upload never eats the space the store's writes need.
+        if received / SPACE_CHECK_EVERY != (received - data.len() as u64) / SPACE_CHECK_EVERY {
+            check_free_space(state, &dir.dir, 0)?;
+        }
     }
     if received == 0 {
         return Err(ApiError::bad_request(

@@ -21,6 +21,9 @@ use super::provision::Record;
 pub const BEGIN: &str = "==== butler-edge appliance console ====";
 pub const END: &str = "==== end of console ====";
 
+/// Where the service writes its health snapshot (`app::snapshot`) under systemd.
+pub const HEALTH_SNAPSHOT: &str = "/run/butler-edge/health.json";
+
 /// A snapshot older than this means the service is not running (it writes every 5 s).
 const STALE: Duration = Duration::from_secs(20);
 
@@ -39,7 +42,7 @@ pub struct ConsoleArgs {
     #[arg(
         long,
         value_name = "FILE",
-        default_value = "/run/butler-edge/health.json"
+        default_value = HEALTH_SNAPSHOT
     )]
     pub health: PathBuf,
     /// The enrolment server's status.
@@ -52,15 +55,9 @@ pub struct ConsoleArgs {
     /// The root under which the provisioning record is kept.
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
-    /// RAUC's system config (its presence makes this an A/B appliance).
-    #[arg(long, value_name = "FILE", default_value = crate::update::rauc::SYSTEM_CONF)]
-    pub rauc_conf: PathBuf,
-    /// The slots report confirm-boot writes.
-    #[arg(long, value_name = "FILE", default_value = crate::update::record::SLOTS_FILE)]
-    pub slots_file: PathBuf,
-    /// The running root's os-release (IMAGE_VERSION).
-    #[arg(long, value_name = "FILE", default_value = crate::update::OS_RELEASE)]
-    pub os_release: PathBuf,
+    /// The update files (slots report, an install answer nobody collected).
+    #[command(flatten)]
+    pub update: super::update_common::UpdatePaths,
     /// Seconds between refreshes.
     #[arg(long, default_value_t = 5)]
     pub interval: u64,
@@ -111,11 +108,8 @@ pub fn render(args: &ConsoleArgs) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{BEGIN}");
     out.push_str(&machine_lines(&hostname, &addresses));
-    out.push_str(&system_lines(&crate::update::ApplianceFiles {
-        rauc_conf: args.rauc_conf.clone(),
-        slots_file: args.slots_file.clone(),
-        os_release: args.os_release.clone(),
-    }));
+    out.push_str(&system_lines(&args.update.appliance_files()));
+    out.push_str(&uncollected_install_lines(&args.update.dir()));
     out.push_str(&api_line(&config, &addresses, &hostname));
     out.push_str(&ca_lines(&config, &args.pki_dir));
     out.push_str(&health_lines(&args.health));
@@ -203,6 +197,23 @@ fn system_lines(files: &crate::update::ApplianceFiles) -> String {
         }
     }
     out
+}
+
+/// An install answer nobody collected (an API call answers its caller and removes it; the
+/// medium's installs have no caller): a refusal stays on screen until the next update.
+fn uncollected_install_lines(dir: &crate::update::handoff::UpdateDir) -> String {
+    let outcome: Option<crate::update::handoff::Outcome> =
+        crate::update::handoff::read_json(&dir.result())
+            .ok()
+            .flatten();
+    match outcome {
+        Some(o) if !o.ok => format!(
+            "  last update NOT INSTALLED ({}): {}\n",
+            o.at,
+            o.error.unwrap_or_default()
+        ),
+        _ => String::new(),
+    }
 }
 
 /// Where the API answers (at the first address, else the host name), that it is off, or

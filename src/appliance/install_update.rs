@@ -51,7 +51,9 @@ pub fn run(args: &InstallUpdateArgs) -> Result<(), String> {
     }
     let outcome = install(files, &request);
     let _ = remove_if_present(&dir.bundle());
+    // After the answer is written, the interruption marker goes (see `install`).
     write_json(&dir.result(), &outcome).map_err(|e| format!("{}: {e}", dir.result().display()))?;
+    let _ = remove_if_present(&dir.installing());
     remove_if_present(&dir.request()).map_err(|e| format!("{}: {e}", dir.request().display()))?;
     match (&outcome.error, &outcome.installed, &outcome.next_boot) {
         (Some(error), _, _) => println!(
@@ -96,8 +98,12 @@ fn install(files: &UpdateFiles, request: &Request) -> Outcome {
         rebooting: false,
         at: now_rfc3339(),
     };
-    let this_boot = boot_id();
-    if request.boot_id != this_boot {
+    let dir = files.dir();
+    // Marked before RAUC starts and removed once answered: found with this request's id, the
+    // last attempt was cut off (a power cut, a crash) and is not run again unasked. RAUC
+    // leaves the running slot the one that boots when an install is cut off.
+    let started: Option<Request> = read_json(&dir.installing()).ok().flatten();
+    if started.is_some_and(|s| s.id == request.id) {
         outcome.error = Some(
             "the install was interrupted (the appliance restarted before it finished); \
              nothing was switched and the running system still boots; apply the bundle again"
@@ -105,7 +111,11 @@ fn install(files: &UpdateFiles, request: &Request) -> Outcome {
         );
         return outcome;
     }
-    let dir = files.dir();
+    if let Err(e) = write_json(&dir.installing(), request) {
+        outcome.error = Some(format!("{}: {e}", dir.installing().display()));
+        return outcome;
+    }
+    let this_boot = boot_id();
     if !dir.bundle().is_file() {
         outcome.error = Some(format!("no bundle at {}", dir.bundle().display()));
         return outcome;

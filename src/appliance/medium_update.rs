@@ -10,8 +10,8 @@
 use std::path::Path;
 
 use crate::update::handoff::{Request, Source, UpdateDir, read_json, sha256_file, write_json};
+use crate::update::now_rfc3339;
 use crate::update::record::InstalledDigests;
-use crate::update::{boot_id, now_rfc3339};
 
 /// The bundle's name on the medium.
 pub const MEDIUM_BUNDLE: &str = "update.raucb";
@@ -69,7 +69,6 @@ fn try_hand_over(root: &Path, bundle: &Path) -> Result<String, String> {
         source: Source::Medium,
         sha256: sha256.clone(),
         requested_by: "the provisioning medium".into(),
-        boot_id: boot_id(),
         at: now_rfc3339(),
     };
     write_json(&dir.request(), &request)

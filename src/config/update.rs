@@ -56,3 +56,26 @@ impl UpdateConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    #[test]
+    fn defaults_and_a_bad_value_named() {
+        let c = Config::parse("Butler:\n  logLevel: info\n", "t").unwrap();
+        assert_eq!(c.update.max_bundle_bytes, 1 << 30);
+        assert_eq!(c.update.install_timeout.as_secs(), 15 * 60);
+        assert_eq!(
+            c.update.rauc_system_conf.to_str(),
+            Some("/etc/rauc/system.conf")
+        );
+        let e = Config::parse(
+            "Butler:\n  logLevel: info\nButlerEdge:\n  update:\n    maxBundleBytes: 0\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("ButlerEdge.update.maxBundleBytes: "), "{e}");
+    }
+}

@@ -6,6 +6,8 @@
 //! bundle.raucb           the complete bundle, by rename (the service)
 //! request.json           "install it": the path unit starts install-update (the service)
 //! result.json            how it went (install-update; the service reads and removes it)
+//! installing.json        the request RAUC is installing right now (install-update): found
+//!                        at the next start, it means the install was cut off (a power cut)
 //! last-install.json      the last successful install, for rollback detection (install-update,
 //!                        confirm-boot)
 //! installed-sha256.json  bundles installed before, so a medium cannot loop (install-update)
@@ -48,6 +50,9 @@ impl UpdateDir {
     pub fn result(&self) -> PathBuf {
         self.dir.join("result.json")
     }
+    pub fn installing(&self) -> PathBuf {
+        self.dir.join("installing.json")
+    }
     pub fn last_install(&self) -> PathBuf {
         self.dir.join("last-install.json")
     }
@@ -82,9 +87,6 @@ pub struct Request {
     pub sha256: String,
     /// Who asked (the client's name, or the medium), for the records.
     pub requested_by: String,
-    /// The boot it was made in: a request left over from an earlier boot was interrupted
-    /// (a power cut during the install) and is not run again unasked.
-    pub boot_id: String,
     pub at: String,
 }
 

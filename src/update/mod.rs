@@ -40,7 +40,7 @@ pub enum ApplianceView {
     NoReport { version: Option<String> },
     Slots {
         version: Option<String>,
-        report: SlotsReport,
+        report: Box<SlotsReport>,
     },
 }
 
@@ -60,7 +60,10 @@ impl ApplianceFiles {
         }
         let version = image_version(&self.os_release);
         match SlotsReport::read(&self.slots_file) {
-            Some(report) => ApplianceView::Slots { version, report },
+            Some(report) => ApplianceView::Slots {
+                version,
+                report: Box::new(report),
+            },
             None => ApplianceView::NoReport { version },
         }
     }

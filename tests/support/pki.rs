@@ -455,3 +455,16 @@ fn pem_encode(label: &str, der: &[u8]) -> String {
     out.push_str(&format!("-----END {label}-----\n"));
     out
 }
+
+/// The two CAs of a client-certificate test, written into `dir` where `server::TLS_CONFIG`
+/// and the `clientAuth` sections name them: the server's CA with a certificate for localhost
+/// (`server.pem`, `server_key.pem`), and the callers' CA (`callers-ca.pem`).
+pub fn server_and_callers_cas(dir: &Path) -> (Ca, Ca) {
+    let server_ca = Ca::new("Server CA");
+    server_ca
+        .server_cert(&["localhost", "127.0.0.1"])
+        .write(dir, "server");
+    let callers = Ca::new("Callers CA");
+    callers.write_cert(dir, "callers-ca");
+    (server_ca, callers)
+}

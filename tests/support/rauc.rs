@@ -166,8 +166,30 @@ impl Rig {
     /// status and output. (There is no systemd here, so butler-edge.service is never seen
     /// active: the healthy path is image/update-test's.)
     pub fn confirm_boot(&self, update_dir: &Path, timeout_s: u64) -> (bool, String) {
+        let health = self.dir.path().join("health.json");
+        let timeout = timeout_s.to_string();
+        self.run_updater(
+            "confirm-boot",
+            update_dir,
+            &[
+                "--health".as_ref(),
+                health.as_os_str(),
+                "--timeout-seconds".as_ref(),
+                timeout.as_ref(),
+            ],
+        )
+    }
+
+    /// `butler-edge SUBCOMMAND` with this rig's update files, RAUC and no real reboot, plus
+    /// `extra` arguments; its exit status and output.
+    fn run_updater(
+        &self,
+        subcommand: &str,
+        update_dir: &Path,
+        extra: &[&std::ffi::OsStr],
+    ) -> (bool, String) {
         let output = Command::new(super::server::BIN)
-            .arg("confirm-boot")
+            .arg(subcommand)
             .arg("--update-dir")
             .arg(update_dir)
             .arg("--rauc-conf")
@@ -176,10 +198,8 @@ impl Rig {
             .arg(self.slots_file())
             .arg("--os-release")
             .arg(self.os_release())
-            .arg("--health")
-            .arg(self.dir.path().join("health.json"))
-            .args(["--timeout-seconds", &timeout_s.to_string()])
             .args(["--reboot-command", "true"])
+            .args(extra)
             .envs(self.env())
             .output()
             .unwrap();
@@ -264,26 +284,7 @@ impl Rig {
     /// `butler-edge install-update` for the update directory `update_dir`, with this rig's
     /// RAUC and no real reboot; its exit status and output.
     pub fn install_update(&self, update_dir: &Path) -> (bool, String) {
-        let output = Command::new(super::server::BIN)
-            .arg("install-update")
-            .arg("--update-dir")
-            .arg(update_dir)
-            .arg("--rauc-conf")
-            .arg(&self.system_conf)
-            .arg("--slots-file")
-            .arg(self.dir.path().join("slots.json"))
-            .arg("--os-release")
-            .arg(self.os_release())
-            .args(["--reboot-command", "true"])
-            .envs(self.env())
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        (output.status.success(), text)
+        self.run_updater("install-update", update_dir, &[])
     }
 
     /// An os-release for the running slot (version 1.0.0).
