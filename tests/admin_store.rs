@@ -44,6 +44,11 @@ impl Pki {
 
     /// A server with client certificates on and the admin group `admin_on`.
     fn server(&self, admin_on: bool) -> Server {
+        self.server_with(admin_on, "")
+    }
+
+    /// [`Pki::server`] with more `ButlerEdge:` settings (`limits:` indented by two).
+    fn server_with(&self, admin_on: bool, more: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
         self.server.write(dir.path(), "server");
         self.callers.write_cert(dir.path(), "callers-ca");
@@ -59,10 +64,24 @@ impl Pki {
         endpoints: [admin, kvRead, kvWrite]
       - commonName: writer
         endpoints: [kvRead, kvWrite]
-"
+{more}"
         );
         let data = dir.path().join("data");
         Server::start_in(dir, data, &config)
+    }
+
+    /// A server with the admin group on, and its admin client.
+    fn admin_on_server(&self) -> (Server, Butler) {
+        let server = self.server(true);
+        let admin = self.as_client(&server, &self.admin);
+        (server, admin)
+    }
+
+    /// [`Pki::admin_on_server`] holding what [`fill`] writes.
+    fn admin_on_filled_server(&self) -> (Server, Butler) {
+        let (server, admin) = self.admin_on_server();
+        fill(&admin);
+        (server, admin)
     }
 
     fn as_client(&self, server: &Server, who: &Issued) -> Butler {
@@ -164,9 +183,7 @@ fn deadlines(export: &[Value]) -> Vec<(String, u64)> {
 #[test]
 fn an_export_restored_into_another_server_has_the_same_store() {
     let pki = Pki::new();
-    let source = pki.server(true);
-    let from = pki.as_client(&source, &pki.admin);
-    fill(&from);
+    let (_source, from) = pki.admin_on_filled_server();
     let text = export(&from);
     let exported = lines(&text);
     assert_eq!(exported[0]["type"], "header", "{text}");
@@ -196,8 +213,7 @@ fn an_export_restored_into_another_server_has_the_same_store() {
         ]
     );
 
-    let target = pki.server(true);
-    let to = pki.as_client(&target, &pki.admin);
+    let (_target, to) = pki.admin_on_server();
     let (status, body) = to.store_restore("", text.clone());
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["restored"], json!({"namespaces": 3, "keys": 4}));
@@ -240,9 +256,7 @@ fn an_export_restored_into_another_server_has_the_same_store() {
 #[test]
 fn a_store_that_is_not_empty_is_refused_unless_replaced_and_a_key_expired_since_is_left_out() {
     let pki = Pki::new();
-    let source = pki.server(true);
-    let from = pki.as_client(&source, &pki.admin);
-    fill(&from);
+    let (_source, from) = pki.admin_on_filled_server();
     assert_eq!(
         from.kv_post("zeta", &json!({"key": "brief", "value": "b", "ttl": 1500}))
             .0,
@@ -250,8 +264,7 @@ fn a_store_that_is_not_empty_is_refused_unless_replaced_and_a_key_expired_since_
     );
     let text = export(&from);
 
-    let target = pki.server(true);
-    let to = pki.as_client(&target, &pki.admin);
+    let (_target, to) = pki.admin_on_server();
     assert_eq!(
         to.kv_post("own", &json!({"key": "mine", "value": "1"})).0,
         201
@@ -278,9 +291,7 @@ fn a_store_that_is_not_empty_is_refused_unless_replaced_and_a_key_expired_since_
 #[test]
 fn a_truncated_corrupt_or_foreign_export_is_refused_and_changes_nothing() {
     let pki = Pki::new();
-    let server = pki.server(true);
-    let admin = pki.as_client(&server, &pki.admin);
-    fill(&admin);
+    let (_server, admin) = pki.admin_on_filled_server();
     let good = export(&admin);
     let good_lines: Vec<&str> = good.lines().collect();
     let without_end = good_lines[..good_lines.len() - 1].join("\n");
@@ -386,8 +397,7 @@ fn only_clients_with_admin_may_export_or_restore_and_only_when_it_is_on() {
 #[test]
 fn an_export_is_one_point_in_time_while_writes_go_on() {
     let pki = Pki::new();
-    let server = pki.server(true);
-    let admin = pki.as_client(&server, &pki.admin);
+    let (server, admin) = pki.admin_on_server();
     // Filler exported first, far larger than the streaming buffers and the sockets' (a few
     // MB on loopback), so that the export is still being produced while the test sleeps.
     let filler = "f".repeat(1_000_000);
@@ -489,8 +499,7 @@ fn a_large_export_streams_without_the_server_holding_it() {
     const VALUES: usize = 80;
     const VALUE_BYTES: usize = 1_000_000;
     let pki = Pki::new();
-    let source = pki.server(true);
-    let from = pki.as_client(&source, &pki.admin);
+    let (source, from) = pki.admin_on_server();
     for i in 0..VALUES {
         let value = char::from(b'a' + (i % 26) as u8)
             .to_string()
@@ -531,8 +540,7 @@ fn a_large_export_streams_without_the_server_holding_it() {
         "the server grew by {growth} bytes while exporting {size}"
     );
 
-    let target = pki.server(true);
-    let to = pki.as_client(&target, &pki.admin);
+    let (target, to) = pki.admin_on_server();
     let before = rss_bytes(target.pid());
     let (status, body) = to.store_restore("", text);
     assert_eq!(status, 200, "{body}");
@@ -540,4 +548,120 @@ fn a_large_export_streams_without_the_server_holding_it() {
     let after = rss_bytes(target.pid());
     println!("restore: server RSS {before} → {after}");
     assert_eq!(to.kv_value("big", "v79").unwrap().len(), VALUE_BYTES);
+}
+
+/// A request body that sends `first`, waits `pause`, then sends `rest`: a restore under way.
+struct Paused {
+    parts: Vec<Vec<u8>>,
+    pause: Duration,
+}
+
+impl Read for Paused {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let Some(part) = self.parts.first_mut() else {
+            return Ok(0);
+        };
+        if part.is_empty() {
+            self.parts.remove(0);
+            std::thread::sleep(self.pause);
+            return self.read(out);
+        }
+        let n = out.len().min(part.len());
+        out[..n].copy_from_slice(&part[..n]);
+        part.drain(..n);
+        Ok(n)
+    }
+}
+
+/// While a restore's body is still arriving, the store keeps answering: reads see the store
+/// as it was, writes get a 503 saying why at once (the writer thread does not wait inside
+/// the restore's transaction), and once the restore is committed both see the export.
+#[test]
+fn while_a_restore_runs_reads_see_the_old_store_and_writes_get_503() {
+    let pki = Pki::new();
+    let (server, admin) = pki.admin_on_filled_server();
+    let text = export(&admin);
+    assert_eq!(admin.kv_delete_namespace("zeta").0, 204);
+    let during = listing(&admin);
+    let (head, tail) = text.split_at(
+        text.find("{\"type\":\"namespace\",\"name\":\"Alpha\"")
+            .unwrap(),
+    );
+    let restore = {
+        let tls = client_config(
+            &pki.server_ca.cert_pem,
+            Some(&pki.admin),
+            &[b"h2"],
+            Versions::Both,
+        );
+        let http = reqwest_client(tls);
+        let url = server.https_url("/v4/admin/store?replace=true");
+        let body = Paused {
+            parts: vec![head.as_bytes().to_vec(), tail.as_bytes().to_vec()],
+            pause: Duration::from_millis(2000),
+        };
+        std::thread::spawn(move || {
+            let response = http
+                .put(url)
+                .body(reqwest::blocking::Body::new(body))
+                .send()
+                .unwrap();
+            support::server::json_of(response)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    let started = Instant::now();
+    let (status, body) = admin.kv_post("late", &json!({"key": "k", "value": "v"}));
+    assert_butler_error(
+        status,
+        &body,
+        503,
+        "a restore of the whole key-value store is under way",
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(listing(&admin), during, "reads see the store as it was");
+    let (status, body) = restore.join().unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(admin.kv_value("zeta", "first").is_some());
+    assert_eq!(
+        admin.kv_post("late", &json!({"key": "k", "value": "v"})).0,
+        201
+    );
+}
+
+/// A restore larger than `ButlerEdge.limits.maxRestoreBytes` is cut off with a 413 naming
+/// the setting, and nothing changes.
+#[test]
+fn a_restore_larger_than_its_limit_is_refused_and_changes_nothing() {
+    let pki = Pki::new();
+    let server = pki.server_with(true, "  limits:\n    maxRestoreBytes: 300\n");
+    let admin = pki.as_client(&server, &pki.admin);
+    fill(&admin);
+    let before = listing(&admin);
+    let (status, body) = admin.store_restore("?replace=true", export(&admin));
+    assert_butler_error(
+        status,
+        &body,
+        413,
+        "larger than the limit of 300 bytes (ButlerEdge.limits.maxRestoreBytes)",
+    );
+    assert_butler_error(status, &body, 413, "Nothing was restored");
+    assert_eq!(listing(&admin), before);
+}
+
+/// Below `ButlerEdge.minFreeDiskBytes` a restore is a 507 like any other write, and nothing
+/// is restored.
+#[test]
+fn a_restore_below_the_free_disk_threshold_is_a_507() {
+    let pki = Pki::new();
+    let (_source, from) = pki.admin_on_filled_server();
+    let full = pki.server_with(true, "  minFreeDiskBytes: 1152921504606846976\n");
+    let to = pki.as_client(&full, &pki.admin);
+    let (status, body) = to.store_restore("", export(&from));
+    assert_butler_error(status, &body, 507, "ButlerEdge.minFreeDiskBytes");
+    assert_eq!(listing(&to), vec![]);
 }

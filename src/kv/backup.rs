@@ -24,7 +24,7 @@ use redb::{Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
 
 use super::schema::{COUNTERS, EXPIRY, FORMAT_VERSION, KV, NAMESPACES, NEXT_NAMESPACE_SEQ};
-use super::{Store, StoreError, db_err, in_seq_order, is_live, now_ms};
+use super::{Store, StoreError, db_err, in_seq_order, live_keys, now_ms};
 
 /// The header's `format`.
 pub const EXPORT_FORMAT: &str = "butler-edge-store-export";
@@ -174,19 +174,7 @@ impl Store {
                 },
             )?;
             counts.namespaces += 1;
-            let mut keys = Vec::new();
-            for entry in kv.range((namespace.as_str(), "")..).map_err(db_err)? {
-                let (k, v) = entry.map_err(db_err)?;
-                let (ns, key) = k.value();
-                if ns != namespace {
-                    break;
-                }
-                let (expires_at, seq, _) = v.value();
-                if is_live(expires_at, now) {
-                    keys.push((seq, key.to_string()));
-                }
-            }
-            for key in in_seq_order(keys) {
+            for key in live_keys(&kv, &namespace, now)? {
                 let Some(guard) = kv.get((namespace.as_str(), key.as_str())).map_err(db_err)?
                 else {
                     continue;
@@ -345,6 +333,17 @@ impl<'r> Parser<'r> {
         RestoreError::Invalid(format!("line {}: {what}", self.line))
     }
 
+    /// Refuses an export holding more `what` than the store-wide limit `setting` allows.
+    fn within(&self, held: u64, limit: u64, what: &str, setting: &str) -> Result<(), RestoreError> {
+        if held > limit {
+            return Err(self.invalid(format!(
+                "the export holds more than {limit} {what}, this store's limit \
+                 (ButlerEdge.limits.{setting}); raise the limit here first"
+            )));
+        }
+        Ok(())
+    }
+
     fn restored(&self) -> Restored {
         Restored {
             namespaces: self.namespaces,
@@ -491,13 +490,12 @@ impl<'r> Parser<'r> {
             return Err(self.invalid(format!("namespace {name:?} appears a second time")));
         }
         self.namespaces += 1;
-        if self.namespaces > self.quotas.namespaces {
-            return Err(self.invalid(format!(
-                "the export holds more than {} namespaces, this store's limit \
-                 (ButlerEdge.limits.maxNamespaces); raise the limit here first",
-                self.quotas.namespaces
-            )));
-        }
+        self.within(
+            self.namespaces,
+            self.quotas.namespaces,
+            "namespaces",
+            "maxNamespaces",
+        )?;
         self.current = Some(Current {
             name: name.to_string(),
             seq: self.namespaces,
@@ -552,13 +550,7 @@ impl<'r> Parser<'r> {
             return Ok(());
         }
         self.keys += 1;
-        if self.keys > self.quotas.keys {
-            return Err(self.invalid(format!(
-                "the export holds more than {} keys, this store's limit \
-                 (ButlerEdge.limits.maxKeys); raise the limit here first",
-                self.quotas.keys
-            )));
-        }
+        self.within(self.keys, self.quotas.keys, "keys", "maxKeys")?;
         let current = self.current.as_mut().expect("checked above");
         current.keys_stored += 1;
         let seq = current.keys_stored;

@@ -11,6 +11,9 @@
 //! the value, so TTLs keep counting across restarts; a read never returns an
 //! expired value, whether or not the sweeper ([`expiry`]) has removed it yet.
 //!
+//! The whole store is exported and restored in one documented format by [`backup`]; the
+//! file's own format version is kept by `schema` (README, "Store format version").
+//!
 //! This module knows nothing of HTTP.
 
 pub mod backup;
@@ -211,6 +214,27 @@ fn in_seq_order(mut entries: Vec<(u64, String)>) -> Vec<String> {
     entries.into_iter().map(|(_, name)| name).collect()
 }
 
+/// The keys of `namespace` live at `now`, in listing order.
+fn live_keys(
+    kv: &impl ReadableTable<(&'static str, &'static str), (u64, u64, &'static str)>,
+    namespace: &str,
+    now: u64,
+) -> Result<Vec<String>, StoreError> {
+    let mut keys = Vec::new();
+    for entry in kv.range((namespace, "")..).map_err(db_err)? {
+        let (k, v) = entry.map_err(db_err)?;
+        let (ns, key) = k.value();
+        if ns != namespace {
+            break;
+        }
+        let (expires_at, seq, _) = v.value();
+        if is_live(expires_at, now) {
+            keys.push((seq, key.to_string()));
+        }
+    }
+    Ok(in_seq_order(keys))
+}
+
 /// A handle on the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -336,20 +360,7 @@ impl Store {
             return Ok(None);
         }
         let table = txn.open_table(KV).map_err(db_err)?;
-        let now = now_ms();
-        let mut keys = Vec::new();
-        for entry in table.range((namespace, "")..).map_err(db_err)? {
-            let (k, v) = entry.map_err(db_err)?;
-            let (ns, key) = k.value();
-            if ns != namespace {
-                break;
-            }
-            let (expires_at, seq, _) = v.value();
-            if is_live(expires_at, now) {
-                keys.push((seq, key.to_string()));
-            }
-        }
-        Ok(Some(in_seq_order(keys)))
+        live_keys(&table, namespace, now_ms()).map(Some)
     }
 
     /// The earliest stored deadline, for the sweeper.
