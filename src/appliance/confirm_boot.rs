@@ -32,11 +32,7 @@ pub struct ConfirmBootArgs {
     #[command(flatten)]
     pub files: UpdateFiles,
     /// The service's health snapshot (same JSON as GET /health).
-    #[arg(
-        long,
-        value_name = "FILE",
-        default_value = "/run/butler-edge/health.json"
-    )]
+    #[arg(long, value_name = "FILE", default_value = super::console::HEALTH_SNAPSHOT)]
     pub health: PathBuf,
     /// The service unit that must become active.
     #[arg(long, value_name = "UNIT", default_value = "butler-edge.service")]
